@@ -1,0 +1,27 @@
+"""Top-1 accuracy of a model, or of a supernet's subnet on shared weights."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+
+@torch.inference_mode()
+def evaluate_accuracy(model: nn.Module, data: Dataset | DataLoader, cfg=None, device="cpu",
+                      batch_size: int = 256) -> float:
+    """Top-1 accuracy in [0, 1]. With ``cfg``, ``model`` is a Supernet and the subnet ``cfg`` is evaluated."""
+    loader = data if isinstance(data, DataLoader) else DataLoader(data, batch_size=batch_size)
+    was_training = model.training
+    model.eval()
+    correct = total = 0
+    try:
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            logits = model(x) if cfg is None else model(x, cfg)
+            correct += (logits.argmax(dim=1) == y).sum().item()
+            total += len(y)
+    finally:
+        model.train(was_training)
+    if total == 0:
+        raise ValueError("evaluate_accuracy got an empty dataset")
+    return correct / total

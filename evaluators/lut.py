@@ -1,0 +1,197 @@
+"""A per-component latency lookup table: measured once per (device, runtime, dtype, batch, threads, base
+model), cached as JSON, and summed to predict any subnet's latency without building it.
+
+Components are the very modules an extracted subnet is made of (``supernet.subnet``), timed alone:
+the stem + head at each width, each block's mixer (MSA with/without returning its class-token attention,
+or conv) and MLP at each width and token count, the norms + residuals, and token dropping. Their sum
+misses the Python overhead of running them in one model, so two measured anchors — the largest subnet
+and the same at the smallest depth — fit a fixed and a per-block overhead:
+``predict = scale × (raw_sum + offset + depth × per_block)``. ``anchor`` re-measures the largest subnet
+at the start of a run and updates ``scale`` to absorb machine drift.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from supernet import SubnetConfig, build_subnet
+from supernet.space import tokens_kept
+from supernet.subnet import Attention, ConvMixer, Mlp, ModelSpec, drop_tokens
+
+from .latency import measure_latency, measure_latency_interleaved, resolve_device
+
+
+def device_name(device: torch.device) -> str:
+    """The hardware, not just 'cpu': tables from another machine must not be reused."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+class _Rest(nn.Module):
+    """The two norms and residual adds of a block (its mixer and MLP are timed separately)."""
+
+    def __init__(self, spec: ModelSpec, dim: int):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=spec.norm_eps)
+        self.norm2 = nn.LayerNorm(dim, eps=spec.norm_eps)
+
+    def forward(self, x):
+        x = x + self.norm1(x)
+        return x + self.norm2(x)
+
+
+class _Drop(nn.Module):
+    def __init__(self, keep: int):
+        super().__init__()
+        self.keep = keep
+
+    def forward(self, x):
+        return drop_tokens(x, x[:, 1:, 0], self.keep)
+
+
+@dataclass
+class LatencyTable:
+    key: dict
+    entries: dict[str, float]
+    mlp_grid: list[int] = field(default_factory=list)
+    offset_ms: float = 0.0
+    per_block_ms: float = 0.0
+    scale: float = 1.0
+
+    # --- prediction -------------------------------------------------------------------------------
+    def _mlp(self, e: int, m: int, n: int) -> float:
+        """MLP entries are measured on a subset of widths; linear in between (MLP cost is linear in m)."""
+        xs = self.mlp_grid
+        ys = [self.entries[f"mlp/{e}/{g}/{n}"] for g in xs]
+        return float(np.interp(m, xs, ys))
+
+    @property
+    def spec(self) -> ModelSpec:
+        return ModelSpec.from_dict(self.key["model"])
+
+    def predict_raw(self, cfg: SubnetConfig) -> float:
+        spec, e = self.spec, cfg.embed_dim
+        total = self.entries[f"base/{e}"]
+        model = build_subnet(spec, cfg, device="meta")  # free: only the shape decisions are read
+        entering = spec.num_patches
+        for i, blk in enumerate(model.blocks):
+            n = blk.keep_tokens if blk.keep_tokens is not None else entering
+            if blk.keep_tokens is not None:
+                total += self.entries[f"drop/{e}/{n}"]
+            if cfg.ops[i] == "msa":
+                total += self.entries[f"msa/{e}/{cfg.heads[i]}/{n}/{int(blk.mixer.return_cls_attn)}"]
+            else:
+                total += self.entries[f"conv/{e}/{cfg.heads[i]}"]
+            total += self._mlp(e, cfg.mlp[i], n) + self.entries[f"rest/{e}/{n}"]
+            entering = n
+        return total + self.offset_ms + cfg.depth * self.per_block_ms
+
+    def predict(self, cfg: SubnetConfig) -> float:
+        """Predicted latency of the extracted subnet ``cfg``, in ms, in this table's runtime."""
+        return self.predict_raw(cfg) * self.scale
+
+    def anchor(self, cfg: SubnetConfig, measured_ms: float) -> float:
+        """Re-scale so ``cfg`` (the largest subnet) predicts its fresh measurement; returns the new scale."""
+        self.scale = measured_ms / self.predict_raw(cfg)
+        return self.scale
+
+    # --- building ---------------------------------------------------------------------------------
+    @classmethod
+    def build(cls, supernet, device="cpu", batch_size: int = 1, threads: int | None = None,
+              runtime: str = "torch-eager", warmup: int = 3, repeats: int = 15,
+              max_mlp_points: int = 8, progress: bool = True) -> "LatencyTable":
+        """Time every component of ``supernet``'s space, then anchor on the largest subnet."""
+        if runtime != "torch-eager":
+            raise ValueError(f"the latency table is measured in torch-eager only, not {runtime!r}; "
+                             "measure other runtimes with measure_latency on the extracted model")
+        dev = resolve_device(device)
+        spec, space = supernet.spec, supernet.space
+        threads = threads or torch.get_num_threads()
+        tokens = sorted({tokens_kept(k, spec.num_patches) for k in space.keep.choices})
+        mlps = space.mlp.choices
+        idx = np.unique(np.linspace(0, len(mlps) - 1, min(max_mlp_points, len(mlps))).round().astype(int))
+        mlp_grid = [mlps[i] for i in idx]
+
+        jobs = []  # (entry name, module, per-sample input shape)
+        for e in space.embed_dim.choices:
+            jobs.append((f"base/{e}", build_subnet(spec, _empty_cfg(e)), (spec.in_chans, *spec.img_size)))
+            for n in tokens:
+                jobs.append((f"rest/{e}/{n}", _Rest(spec, e), (n + 1, e)))
+                for m in mlp_grid:
+                    jobs.append((f"mlp/{e}/{m}/{n}", Mlp(spec, e, m), (n + 1, e)))
+                if n < spec.num_patches:
+                    jobs.append((f"drop/{e}/{n}", _Drop(n), (spec.num_patches + 1, e)))
+                for h in space.heads.choices:
+                    for ret in (0, 1):
+                        jobs.append((f"msa/{e}/{h}/{n}/{ret}", Attention(spec, e, h, bool(ret)), (n + 1, e)))
+            if "conv" in space.ops:
+                for h in space.heads.choices:
+                    jobs.append((f"conv/{e}/{h}", ConvMixer(spec, e, h), (spec.num_patches + 1, e)))
+        entries = {}
+        for name, module, shape in tqdm(jobs, desc="latency table", disable=not progress, leave=False):
+            entries[name] = measure_latency(module, shape, dev, batch_size, threads, warmup, repeats).median_ms
+        key = table_key(spec, space, dev, batch_size, threads, runtime)
+        table = cls(key=key, entries=entries, mlp_grid=mlp_grid)
+        deep = space.largest()
+        shallow = SubnetConfig(deep.embed_dim, space.depth.min, *(getattr(deep, k)[:space.depth.min]
+                                                                  for k in ("heads", "mlp", "ops", "keep")))
+        measured = measure_latency_interleaved(
+            {"deep": supernet.extract(deep), "shallow": supernet.extract(shallow)},
+            (spec.in_chans, *spec.img_size), dev, batch_size, threads, 10, 50)
+        gap_deep = measured["deep"].median_ms - table.predict_raw(deep)
+        gap_shallow = measured["shallow"].median_ms - table.predict_raw(shallow)
+        if deep.depth > shallow.depth:
+            table.per_block_ms = (gap_deep - gap_shallow) / (deep.depth - shallow.depth)
+        table.offset_ms = gap_deep - deep.depth * table.per_block_ms
+        return table
+
+    # --- persistence ------------------------------------------------------------------------------
+    def save(self, path: str | Path) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(asdict(self), indent=1))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "LatencyTable":
+        return cls(**json.loads(Path(path).read_text()))
+
+    @classmethod
+    def cached(cls, supernet, cache: str | Path, device="cpu", batch_size: int = 1,
+               threads: int | None = None, runtime: str = "torch-eager", progress: bool = True) -> "LatencyTable":
+        """Load the table for this key from ``cache``, or build and store it."""
+        dev = resolve_device(device)
+        threads = threads or torch.get_num_threads()
+        key = table_key(supernet.spec, supernet.space, dev, batch_size, threads, runtime)
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+        path = Path(cache) / f"lut-{digest}.json"
+        if path.is_file():
+            table = cls.load(path)
+            if table.key == key:
+                return table
+        table = cls.build(supernet, dev, batch_size, threads, runtime, progress=progress)
+        table.save(path)
+        return table
+
+
+def table_key(spec: ModelSpec, space, device: torch.device, batch_size: int, threads: int, runtime: str) -> dict:
+    return {"device": device.type, "hardware": device_name(device), "runtime": runtime, "dtype": "float32",
+            "batch_size": batch_size, "threads": threads, "torch": torch.__version__,
+            "model": spec.to_dict(), "space": repr(space)}
+
+
+def _empty_cfg(e: int) -> SubnetConfig:
+    return SubnetConfig(embed_dim=e, depth=0, heads=[], mlp=[], ops=[], keep=[])

@@ -1,0 +1,57 @@
+"""The main job. Today: prepare the workload and supernet, measure the base model against the budget."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from evaluators import LatencyTable, measure_latency, resolve_device
+from evaluators.accuracy import evaluate_accuracy
+from supernet import ConfigError, Supernet
+
+from .workload import cache_dir, load_config, load_workload
+
+
+def prepare_and_report(config_path=None, budget_ms: float = 5.0, device="auto", batch_size: int = 1,
+                       threads: int | None = None, out=None, log=print) -> dict:
+    """Prepare (or load) the base model, its supernet and latency table; report the base against the budget."""
+    dev = resolve_device(device)
+    config = load_config(config_path)
+    threads = threads or torch.get_num_threads()
+    start = time.perf_counter()
+    workload = load_workload(config, device=dev, log=log)
+    sn = Supernet.from_timm(workload.model, bounds=config["space"]).eval()
+    shape = workload.input_shape
+    lat = config["latency"]
+    log(f"latency table: {dev}, batch {batch_size}, {threads} threads, torch-eager (cached after the first run)")
+    table = LatencyTable.cached(sn, cache_dir() / "lut", dev, batch_size, threads)
+    base = measure_latency(workload.model, shape, dev, batch_size, threads, lat["warmup"], lat["repeats"])
+    table.anchor(sn.space.largest(), base.median_ms)  # re-anchor: absorbs this machine's drift today
+    smallest = table.predict(sn.space.smallest())
+    val = workload.metrics.get("val_top1") or evaluate_accuracy(workload.model, workload.splits["val"])
+    test = workload.metrics.get("test_top1") or evaluate_accuracy(workload.model, workload.splits["test"])
+    report = {
+        "config": config["name"], "model": config["model"]["name"], "checkpoint_hash": workload.checkpoint_hash,
+        "device": str(dev), "batch_size": batch_size, "threads": threads, "budget_ms": budget_ms,
+        "base_latency_ms": round(base.median_ms, 3), "base_latency": str(base),
+        "smallest_subnet_predicted_ms": round(smallest, 3),
+        "base_val_top1": val, "base_test_top1": test,
+        "base_prep_seconds": workload.metrics.get("prep_seconds"),
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+    if budget_ms < smallest:
+        raise ConfigError(f"budget {budget_ms} ms is below the smallest subnet's predicted latency "
+                          f"{smallest:.2f} ms ({dev}, batch {batch_size}, torch-eager); use --budget-ms "
+                          f"{smallest * 1.05:.2f} or more")
+    out = Path(out) if out else Path("results") / config["name"]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "base.json").write_text(json.dumps(report, indent=1))
+    verdict = ("meets the budget already" if base.median_ms <= budget_ms else
+               f"is {base.median_ms / budget_ms:.2f}× over the budget: subnets down to {smallest:.2f} ms exist")
+    log(f"base model {config['model']['name']}: val top-1 {val:.1%}, test top-1 {test:.1%}")
+    log(f"base latency {base}")
+    log(f"budget {budget_ms} ms: the base model {verdict}")
+    log(f"wrote {out / 'base.json'}")
+    return report

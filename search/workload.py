@@ -1,0 +1,256 @@
+"""A workload: the config file, its data splits and its trained base model (trained here and cached if need be).
+
+Weights come from, in order: ``model.checkpoint`` (or ``model.name`` as a checkpoint path), timm's hub
+(``model.pretrained: true``, needs network), or training on the workload's own data — cached under
+``$VITNAS_CACHE`` (default ``~/.cache/vitnas``) keyed by the config and the code that trains it.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import timm
+import torch
+import torch.nn.functional as F
+import yaml
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm import tqdm
+
+import supernet  # noqa: F401  (registers the bundled vitnas_* models in timm)
+from evaluators import evaluate_accuracy
+from evaluators.data import DigitsSpec, digits_splits, imagefolder_splits, make_loader
+from supernet import ConfigError
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+DEFAULTS: dict = {
+    "name": "default",
+    "model": {"name": "vitnas_tiny", "arch": None, "pretrained": False, "checkpoint": None, "kwargs": {}},
+    "data": {"name": "digits", "root": None, "seed": 0, "digit_min": 16, "digit_max": 24, "clutter": 1,
+             "jitter": 6, "variants": [8, 3, 3], "mean": None, "std": None, "batch_size": 256},
+    "train": {"epochs": 7, "batch_size": 64, "lr": 1.5e-3, "weight_decay": 0.05, "warmup": 0.05,
+              "label_smoothing": 0.1, "patch_drop": 0.0, "seed": 0},
+    "space": {},
+    "latency": {"runtime": "torch-eager", "warmup": 10, "repeats": 50},
+}
+
+
+def _merge(defaults: dict, given: dict, where: str) -> dict:
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise ConfigError(f"unknown config key {where}{unknown[0]!r}; valid keys{' under ' + where.rstrip('.') if where else ''}"
+                          f" are {sorted(defaults)}")
+    out = copy.deepcopy(defaults)
+    for k, v in given.items():
+        if isinstance(defaults[k], dict) and defaults[k] and k != "kwargs":
+            if not isinstance(v, dict):
+                raise ConfigError(f"config key {where}{k} must be a mapping")
+            out[k] = _merge(defaults[k], v, f"{where}{k}.")
+        else:
+            out[k] = v
+    return out
+
+
+def load_config(path: str | Path | None = None) -> dict:
+    """A workload config (YAML) merged over the defaults; ``None`` is the bundled ``configs/default.yaml``."""
+    path = Path(path) if path is not None else CONFIG_DIR / "default.yaml"
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; pass --config with a YAML file "
+                          f"(examples in {CONFIG_DIR})")
+    try:
+        given = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise ConfigError(f"malformed YAML in {path}" + (f", line {mark.line + 1}" if mark else "") +
+                          f": {getattr(e, 'problem', e)}") from None
+    if not isinstance(given, dict):
+        raise ConfigError(f"{path} must hold a mapping of sections {sorted(DEFAULTS)}")
+    return _merge(DEFAULTS, given, "")
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("VITNAS_CACHE", Path.home() / ".cache" / "vitnas"))
+
+
+def _hash(obj, *files: Path) -> str:
+    h = hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode())
+    for f in files:  # the code that produces the cached thing is part of its identity
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def file_hash(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+# --- data ------------------------------------------------------------------------------------------
+def build_splits(data_cfg: dict, model: nn.Module) -> dict:
+    if data_cfg["name"] == "digits":
+        spec = DigitsSpec(seed=data_cfg["seed"], digit_min=data_cfg["digit_min"],
+                          digit_max=data_cfg["digit_max"], clutter=data_cfg["clutter"], jitter=data_cfg["jitter"],
+                          variants=tuple(data_cfg["variants"]),
+                          canvas=model.patch_embed.img_size[0])
+        return digits_splits(spec)
+    if data_cfg["name"] == "imagefolder":
+        if not data_cfg["root"]:
+            raise ConfigError("data.name is imagefolder but data.root is not set; point it at a folder "
+                              "with train/ and val/ class folders")
+        try:
+            return imagefolder_splits(data_cfg["root"], model.patch_embed.img_size[0],
+                                      model.patch_embed.proj.in_channels, data_cfg["mean"], data_cfg["std"])
+        except FileNotFoundError as e:
+            raise ConfigError(str(e)) from None
+    raise ConfigError(f"unknown data.name {data_cfg['name']!r}; valid names are ['digits', 'imagefolder']")
+
+
+# --- model -----------------------------------------------------------------------------------------
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Weights from ``.safetensors`` or a ``.pth``/``.pt`` file, loaded safely (no pickled code)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"checkpoint {path} does not exist")
+    if path.suffix == ".safetensors":
+        return load_file(str(path))
+    if path.suffix not in (".pth", ".pt", ".bin"):
+        raise ConfigError(f"checkpoint {path} has an unknown format; use .safetensors or .pth")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001  (pickle errors vary; the user needs one line)
+        raise ConfigError(f"checkpoint {path} could not be read safely (weights_only=True): "
+                          f"{str(e).splitlines()[0]}") from None
+    for key in ("model", "state_dict", "model_ema"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            return state[key]
+    return state
+
+
+def load_weights(model: nn.Module, state: dict[str, torch.Tensor], path) -> None:
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [k for k in set(own) & set(state) if own[k].shape != state[k].shape]
+    if missing or unexpected or shapes:
+        parts = [f"{len(missing)} missing (e.g. {missing[0]})" if missing else "",
+                 f"{len(unexpected)} unexpected (e.g. {unexpected[0]})" if unexpected else "",
+                 f"{len(shapes)} of another shape (e.g. {shapes[0]}: {tuple(state[shapes[0]].shape)} vs "
+                 f"{tuple(own[shapes[0]].shape)})" if shapes else ""]
+        raise ConfigError(f"checkpoint {path} does not match the model: " + ", ".join(p for p in parts if p) +
+                          "; check model.name/model.arch and model.kwargs (num_classes, img_size)")
+    model.load_state_dict(state)
+
+
+def create_model(model_cfg: dict) -> nn.Module:
+    name, checkpoint = model_cfg["name"], model_cfg["checkpoint"]
+    if Path(str(name)).suffix in (".safetensors", ".pth", ".pt"):
+        checkpoint = name
+        name = model_cfg["arch"]
+        if not name:
+            raise ConfigError("model.name is a checkpoint file, so model.arch must name its timm "
+                              "architecture (e.g. vit_small_patch16_224)")
+    if not timm.is_model(name):
+        raise ConfigError(f"unknown model {name!r}: not in timm's registry (see timm.list_models('vit*'))")
+    model = timm.create_model(name, pretrained=bool(model_cfg["pretrained"]), **model_cfg["kwargs"])
+    if checkpoint:
+        load_weights(model, read_state_dict(checkpoint), checkpoint)
+    return model
+
+
+def _bf16_autocast() -> bool:
+    """bf16 autocast pays off on CPUs with native bf16 (AMX / AVX512-BF16); elsewhere it is slower."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def train_classifier(model: nn.Module, train_set, val_set, cfg: dict, device="cpu") -> list[dict]:
+    """AdamW, linear warm-up then cosine, label smoothing; one progress bar per epoch. Returns history."""
+    torch.manual_seed(cfg["seed"])
+    model.to(device).train()
+    loader = make_loader(train_set, cfg["batch_size"], shuffle=True, seed=cfg["seed"])
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    total = cfg["epochs"] * len(loader)
+    warm = max(1, int(cfg["warmup"] * total))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total))))
+    amp = torch.device(device).type == "cuda" or _bf16_autocast()
+    history = []
+    for epoch in range(cfg["epochs"]):
+        bar = tqdm(loader, desc=f"base epoch {epoch + 1}/{cfg['epochs']}", leave=False)
+        for x, y in bar:
+            x, y = x.to(device), y.to(device)
+            with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=amp):
+                loss = F.cross_entropy(model(x), y, label_smoothing=cfg["label_smoothing"])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        val = evaluate_accuracy(model, val_set, device=device)
+        history.append({"epoch": epoch + 1, "loss": loss.item(), "val_top1": val})
+        tqdm.write(f"base epoch {epoch + 1}/{cfg['epochs']}: loss {loss.item():.3f}, val top-1 {val:.1%}")
+    return history
+
+
+@dataclass
+class Workload:
+    config: dict
+    model: nn.Module
+    splits: dict
+    checkpoint: Path | None            # the weights file the base model came from (None: hub weights)
+    checkpoint_hash: str
+    metrics: dict = field(default_factory=dict)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        pe = self.model.patch_embed
+        return (pe.proj.in_channels, *pe.img_size)
+
+
+def load_workload(config: dict, device="cpu", log=print) -> Workload:
+    """Build the base model and data for ``config``; trains and caches the base model if it has no weights."""
+    model_cfg = config["model"]
+    model = create_model(model_cfg)
+    splits = build_splits(config["data"], model)
+    has_weights = bool(model_cfg["pretrained"] or model_cfg["checkpoint"] or
+                       Path(str(model_cfg["name"])).suffix in (".safetensors", ".pth", ".pt"))
+    if has_weights:
+        ckpt = model_cfg["checkpoint"] or (model_cfg["name"] if not model_cfg["pretrained"] else None)
+        return Workload(config, model.eval(), splits, Path(ckpt) if ckpt else None,
+                        file_hash(ckpt) if ckpt else f"timm:{model_cfg['name']}")
+
+    here = Path(__file__).resolve().parent
+    key = _hash({k: config[k] for k in ("model", "data", "train")}, here / "workload.py",
+                here.parent / "evaluators" / "data.py")
+    path = cache_dir() / "base" / f"{model_cfg['name']}-{key}.safetensors"
+    meta_path = path.with_suffix(".json")
+    if path.is_file() and meta_path.is_file():
+        load_weights(model, load_file(str(path)), path)
+        log(f"base model: cached {path}")
+        return Workload(config, model.eval(), splits, path, file_hash(path), json.loads(meta_path.read_text()))
+
+    log(f"base model: training {model_cfg['name']} on {config['data']['name']} "
+        f"({len(splits['train'])} images, {config['train']['epochs']} epochs); cached afterwards")
+    start = time.perf_counter()
+    if config["train"]["patch_drop"]:  # timm's PatchDropout: a random subset of patches per training image
+        from timm.layers import PatchDropout
+        model.patch_drop = PatchDropout(config["train"]["patch_drop"], num_prefix_tokens=1)
+    history = train_classifier(model, splits["train"], splits["val"], config["train"], device)
+    model.patch_drop = nn.Identity()
+    model.cpu().eval()
+    metrics = {"prep_seconds": round(time.perf_counter() - start, 1), "history": history,
+               "val_top1": evaluate_accuracy(model, splits["val"]),
+               "test_top1": evaluate_accuracy(model, splits["test"])}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    meta_path.write_text(json.dumps(metrics, indent=1))
+    tmp.replace(path)  # atomic: an interrupted run never leaves a half-written cache entry
+    return Workload(config, model, splits, path, file_hash(path), metrics)

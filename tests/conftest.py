@@ -1,0 +1,40 @@
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import timm
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import supernet  # noqa: E402,F401  (registers vitnas_* models)
+from supernet import Supernet  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path_factory, monkeypatch):
+    """Every test writes its caches into a temporary folder, never the user's."""
+    monkeypatch.setenv("VITNAS_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def micro_vit(seed: int = 0, **kwargs) -> torch.nn.Module:
+    """vitnas_micro with random (non-trivial) weights: norms and biases perturbed so slicing bugs show."""
+    torch.manual_seed(seed)
+    vit = timm.create_model("vitnas_micro", **kwargs).eval()
+    with torch.no_grad():
+        for name, p in vit.named_parameters():
+            if p.dim() == 1 or "token" in name or "pos_embed" in name:
+                p.add_(0.1 * torch.randn_like(p))
+    return vit
+
+
+@pytest.fixture
+def sn() -> Supernet:
+    return Supernet.from_timm(micro_vit()).eval()
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)

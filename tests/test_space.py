@@ -1,0 +1,55 @@
+import pytest
+
+from supernet import ConfigError, SearchSpace, SubnetConfig
+
+
+def test_default_bounds_are_hardware_friendly(sn):
+    space = sn.space
+    assert space.embed_dim.choices == [16, 32, 48]
+    assert all(m % 32 == 0 for m in space.mlp.choices) and space.mlp.max == 192
+    assert space.heads.choices == [1, 2, 3]
+    assert space.keep.choices == [0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0]
+    assert space.depth.choices == [1, 2, 3, 4]
+
+
+def test_bounds_overridable_and_checked():
+    space = SearchSpace.for_model(192, 12, 3, 768, 64, {"mlp": {"min": 256, "step": 64}, "ops": ["msa"]})
+    assert space.mlp.choices == [256, 320, 384, 448, 512, 576, 640, 704, 768]
+    assert space.ops == ("msa",)
+    with pytest.raises(ConfigError, match="unknown search-space axis"):
+        SearchSpace.for_model(192, 12, 3, 768, 64, {"width": {}})
+
+
+def test_samples_are_valid_and_diverse(sn, rng):
+    cfgs = [sn.space.sample(rng) for _ in range(200)]
+    for cfg in cfgs:
+        sn.space.validate(cfg)
+    assert len({c.key() for c in cfgs}) >= 190  # a few depth-1 collisions in this tiny space
+    assert any("conv" in c.ops for c in cfgs) and any(min(c.keep) < 1 for c in cfgs)
+    sn.space.validate(sn.space.largest())
+    sn.space.validate(sn.space.smallest())
+
+
+def _cfg(**kw):
+    base = dict(embed_dim=48, depth=2, heads=[3, 3], mlp=[192, 192], ops=["msa", "msa"], keep=[1.0, 1.0])
+    return SubnetConfig(**{**base, **kw})
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(embed_dim=40), r"embed_dim=40 is not allowed: choose a multiple of 16"),
+    (dict(depth=5, heads=[3] * 5, mlp=[192] * 5, ops=["msa"] * 5, keep=[1.0] * 5), r"depth=5 is not allowed"),
+    (dict(heads=[3]), r"heads has 1 entries but depth is 2"),
+    (dict(heads=[4, 3]), r"heads\[0\]=4 is not allowed"),
+    (dict(mlp=[192, 100]), r"mlp\[1\]=100 is not allowed"),
+    (dict(ops=["msa", "ffn"]), r"ops\[1\]='ffn' is not allowed"),
+    (dict(keep=[1.0, 0.3]), r"keep\[1\]=0.3 is not allowed"),
+    (dict(keep=[0.5, 0.75]), r"keep must be non-increasing"),
+    (dict(ops=["msa", "conv"], keep=[1.0, 0.5]), r"conv block needs the full token grid"),
+])
+def test_validation_names_the_broken_rule(sn, kw, message):
+    with pytest.raises(ConfigError, match=message):
+        sn.space.validate(_cfg(**kw))
+
+
+def test_tokens_are_ceil_of_fraction(sn):
+    assert sn.space.tokens(_cfg(keep=[1.0, 0.375])) == [16, 6]
