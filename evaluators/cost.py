@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -10,22 +11,6 @@ from typing import Any
 
 import torch
 from torch import nn
-
-with warnings.catch_warnings():
-    # fvcore.nn's __init__ runs torch.jit.script on a loss function, which torch 2.14 flags as
-    # deprecated (FutureWarning) on every import; nothing of ours uses it.
-    warnings.simplefilter("ignore", FutureWarning)
-    from fvcore.nn import FlopCountAnalysis
-    from fvcore.nn.jit_handles import (
-        addmm_flop_jit,
-        bmm_flop_jit,
-        conv_flop_jit,
-        einsum_flop_jit,
-        get_shape,
-        linear_flop_jit,
-        matmul_flop_jit,
-    )
-
 
 @dataclass(frozen=True)
 class Cost:
@@ -46,25 +31,38 @@ class Cost:
 def _sdpa_flops(inputs: list[Any], outputs: list[Any]) -> int:
     """aten::scaled_dot_product_attention: the q @ k^T and attn @ v matmuls (fvcore has no
     handle for it, so timm's fused attention would otherwise count as zero)."""
+    from fvcore.nn.jit_handles import get_shape
+
     q, _, v = (get_shape(x) for x in inputs[:3])
     batch, nq, dqk = prod(q[:-2]), q[-2], q[-1]
     nk, dv = v[-2], v[-1]
     return batch * nq * nk * dqk + batch * nq * nk * dv
 
 
-# The ops we count. fvcore's defaults also count norms, pooling and upsampling; we count only
-# multiply-adds of matmuls and convolutions (the ViT-paper convention). The list is positive
-# because fvcore's set_op_handle(op, None) does not remove a handle that is already set.
-_HANDLES = {
-    "aten::_convolution": conv_flop_jit,
-    "aten::addmm": addmm_flop_jit,
-    "aten::bmm": bmm_flop_jit,
-    "aten::einsum": einsum_flop_jit,
-    "aten::linear": linear_flop_jit,
-    "aten::matmul": matmul_flop_jit,
-    "aten::mm": matmul_flop_jit,
-    "aten::scaled_dot_product_attention": _sdpa_flops,
-}
+@functools.cache
+def _handles() -> dict:
+    """fvcore, imported on first use: it is slow to import and only FLOP counting needs it.
+
+    The ops we count: fvcore's defaults also count norms, pooling and upsampling; we count only
+    multiply-adds of matmuls and convolutions (the ViT-paper convention). The list is positive
+    because fvcore's set_op_handle(op, None) does not remove a handle that is already set.
+    """
+    with warnings.catch_warnings():
+        # fvcore.nn's __init__ runs torch.jit.script on a loss function, which torch 2.14 flags as
+        # deprecated (FutureWarning) on every import; nothing of ours uses it.
+        warnings.simplefilter("ignore", FutureWarning)
+        from fvcore.nn.jit_handles import (addmm_flop_jit, bmm_flop_jit, conv_flop_jit, einsum_flop_jit,
+                                           linear_flop_jit, matmul_flop_jit)
+    return {
+        "aten::_convolution": conv_flop_jit,
+        "aten::addmm": addmm_flop_jit,
+        "aten::bmm": bmm_flop_jit,
+        "aten::einsum": einsum_flop_jit,
+        "aten::linear": linear_flop_jit,
+        "aten::matmul": matmul_flop_jit,
+        "aten::mm": matmul_flop_jit,
+        "aten::scaled_dot_product_attention": _sdpa_flops,
+    }
 
 
 def count_cost(model: nn.Module, input_shape: Sequence[int]) -> Cost:
@@ -81,7 +79,10 @@ def count_cost(model: nn.Module, input_shape: Sequence[int]) -> Cost:
     flags = [m.training for m in model.modules()]
     model.eval()
     try:
-        analysis = FlopCountAnalysis(model, example).clear_op_handles().set_op_handle(**_HANDLES)
+        handles = _handles()
+        from fvcore.nn import FlopCountAnalysis
+
+        analysis = FlopCountAnalysis(model, example).clear_op_handles().set_op_handle(**handles)
         # Ops without a handle are not matmuls (softmax, gelu, add, topk, ...): no warnings.
         analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
         analysis.tracer_warnings("none")

@@ -25,10 +25,10 @@ class DigitsSpec:
 
     seed: int = 0
     canvas: int = 32
-    digit_min: int = 16          # rendered digit side, pixels
+    digit_min: int = 20          # rendered digit side, pixels
     digit_max: int = 24
     clutter: int = 1             # fragments of other digits pasted per image
-    jitter: int = 6              # max offset of the digit's centre from the canvas centre, pixels
+    jitter: int = 4              # max offset of the digit's centre from the canvas centre, pixels
     variants: tuple[int, int, int] = (8, 3, 3)   # renderings per source image for train / val / test
     fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
 
@@ -106,6 +106,10 @@ def imagefolder_splits(root: str | Path, img_size: int, in_chans: int = 3,
                                 "train/ and val/ subfolders of class folders")
     mean = tuple(mean or IMAGENET_DEFAULT_MEAN[:in_chans])
     std = tuple(std or IMAGENET_DEFAULT_STD[:in_chans])
+    missing = [split for split in ("train", "val") if not (root / split).is_dir()]
+    if missing:
+        raise FileNotFoundError(f"dataset root {root} has no {' or '.join(m + '/' for m in missing)} folder; "
+                                "expected train/ and val/ (and optionally test/) class-folder trees")
     out: dict[str, Dataset] = {}
     for split in SPLITS:
         folder = root / split
@@ -113,12 +117,11 @@ def imagefolder_splits(root: str | Path, img_size: int, in_chans: int = 3,
             continue
         transform = create_transform(img_size, is_training=split == "train", mean=mean, std=std,
                                      crop_pct=1.0 if img_size < 64 else None)
-        out[split] = ImageDataset(str(folder), transform=transform,
-                                  input_img_mode="L" if in_chans == 1 else "RGB")
-    missing = {"train", "val"} - out.keys()
-    if missing:
-        raise FileNotFoundError(f"dataset root {root} has no {' or '.join(sorted(missing))}/ folder; "
-                                "expected train/ and val/ (and optionally test/) class-folder trees")
+        try:
+            out[split] = ImageDataset(str(folder), transform=transform,
+                                      input_img_mode="L" if in_chans == 1 else "RGB")
+        except RuntimeError as e:  # timm: "Found 0 images in subfolders of ..."
+            raise FileNotFoundError(f"{folder}: {e}") from None
     out.setdefault("test", out["val"])
     return out
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from supernet import SubnetConfig, build_subnet
 from supernet.space import tokens_kept
 from supernet.subnet import Attention, ConvMixer, Mlp, ModelSpec, drop_tokens
 
-from .latency import measure_latency, measure_latency_interleaved, resolve_device
+from .latency import measure_latency_interleaved, resolve_device
 
 
 def device_name(device: torch.device) -> str:
@@ -143,8 +144,13 @@ class LatencyTable:
                 for h in space.heads.choices:
                     jobs.append((f"conv/{e}/{h}", ConvMixer(spec, e, h), (spec.num_patches + 1, e)))
         entries = {}
-        for name, module, shape in tqdm(jobs, desc="latency table", disable=not progress, leave=False):
-            entries[name] = measure_latency(module, shape, dev, batch_size, threads, warmup, repeats).median_ms
+        previous_threads = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            for name, module, shape in tqdm(jobs, desc="latency table", disable=not progress, leave=False):
+                entries[name] = _component_ms(module, (batch_size, *shape), dev, warmup, repeats)
+        finally:
+            torch.set_num_threads(previous_threads)
         key = table_key(spec, space, dev, batch_size, threads, runtime)
         table = cls(key=key, entries=entries, mlp_grid=mlp_grid)
         deep = space.largest()
@@ -185,6 +191,30 @@ class LatencyTable:
         table = cls.build(supernet, dev, batch_size, threads, runtime, progress=progress)
         table.save(path)
         return table
+
+
+@torch.inference_mode()
+def _component_ms(module: nn.Module, shape, device: torch.device, warmup: int, repeats: int,
+                  calls: int = 10) -> float:
+    """Median time per call over runs of ``calls`` back-to-back calls, synchronised once per run.
+
+    Inside a model, a GPU overlaps each component's kernel launches with the previous one's work, so
+    synchronising around every single call would over-count small components (on a CPU both agree).
+    """
+    module = module.to(device).eval()
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for _ in range(warmup):
+        module(x)
+    times = []
+    for _ in range(repeats):
+        sync()
+        start = time.perf_counter()
+        for _ in range(calls):
+            module(x)
+        sync()
+        times.append((time.perf_counter() - start) * 1e3 / calls)
+    return float(np.median(times))
 
 
 def table_key(spec: ModelSpec, space, device: torch.device, batch_size: int, threads: int, runtime: str) -> dict:

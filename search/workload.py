@@ -32,9 +32,9 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULTS: dict = {
     "name": "default",
     "model": {"name": "vitnas_tiny", "arch": None, "pretrained": False, "checkpoint": None, "kwargs": {}},
-    "data": {"name": "digits", "root": None, "seed": 0, "digit_min": 16, "digit_max": 24, "clutter": 1,
-             "jitter": 6, "variants": [8, 3, 3], "mean": None, "std": None, "batch_size": 256},
-    "train": {"epochs": 7, "batch_size": 64, "lr": 1.5e-3, "weight_decay": 0.05, "warmup": 0.05,
+    "data": {"name": "digits", "root": None, "seed": 0, "digit_min": 20, "digit_max": 24, "clutter": 1,
+             "jitter": 4, "variants": [8, 3, 3], "mean": None, "std": None, "batch_size": 256},
+    "train": {"epochs": 8, "batch_size": 64, "lr": 1.5e-3, "weight_decay": 0.05, "warmup": 0.05,
               "label_smoothing": 0.1, "patch_drop": 0.0, "seed": 0},
     "space": {},
     "latency": {"runtime": "torch-eager", "warmup": 10, "repeats": 50},
@@ -44,8 +44,8 @@ DEFAULTS: dict = {
 def _merge(defaults: dict, given: dict, where: str) -> dict:
     unknown = sorted(set(given) - set(defaults))
     if unknown:
-        raise ConfigError(f"unknown config key {where}{unknown[0]!r}; valid keys{' under ' + where.rstrip('.') if where else ''}"
-                          f" are {sorted(defaults)}")
+        section = f" under {where.rstrip('.')}" if where else ""
+        raise ConfigError(f"unknown config key {where}{unknown[0]!r}; valid keys{section} are {sorted(defaults)}")
     out = copy.deepcopy(defaults)
     for k, v in given.items():
         if isinstance(defaults[k], dict) and defaults[k] and k != "kwargs":

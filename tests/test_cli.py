@@ -1,0 +1,70 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import ROOT
+
+
+def run_cli(*args, cache):
+    env = {**os.environ, "VITNAS_CACHE": str(cache), "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "search", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("cli-cache")
+
+
+def error_line(result) -> str:
+    """A user mistake: non-zero exit, no traceback, and exactly one 'error:' line."""
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr
+    return errors[0]
+
+
+def test_run_prepares_and_reports(cache, tmp_path):
+    out = tmp_path / "res"
+    result = run_cli("run", "--budget-ms", "50", "--config", "configs/tiny.yaml", "--threads", "1",
+                     "--device", "cpu", "--out", str(out), cache=cache)
+    assert result.returncode == 0, result.stderr
+    assert "torch-eager" in result.stdout and "val top-1" in result.stdout
+    report = json.loads((out / "base.json").read_text())
+    assert report["budget_ms"] == 50 and report["threads"] == 1 and report["device"] == "cpu"
+    assert 0 < report["smallest_subnet_predicted_ms"] < report["base_latency_ms"] * 1.5
+    assert 0 <= report["base_test_top1"] <= 1
+    # second run: base model and latency table come from the cache
+    again = run_cli("run", "--budget-ms", "50", "--config", "configs/tiny.yaml", "--threads", "1",
+                    "--device", "cpu", "--out", str(out), cache=cache)
+    assert again.returncode == 0 and "cached" in again.stdout and "training" not in again.stdout
+
+
+def test_budget_below_smallest_subnet_names_its_latency(cache, tmp_path):
+    result = run_cli("run", "--budget-ms", "0.0001", "--config", "configs/tiny.yaml", "--threads", "1",
+                     "--device", "cpu", "--out", str(tmp_path), cache=cache)
+    line = error_line(result)
+    assert "below the smallest subnet's predicted latency" in line and "use --budget-ms" in line
+
+
+def test_bad_inputs_get_one_clear_line(cache, tmp_path):
+    assert "does not exist" in error_line(run_cli("run", "--budget-ms", "5", "--config", "nope.yaml", cache=cache))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  name: vitnas_micro\n  colour: red\n")
+    assert "valid keys under model are" in error_line(run_cli("run", "--budget-ms", "5", "--config", str(bad),
+                                                               cache=cache))
+    bad.write_text("data:\n  name: imagefolder\n  root: /no/such/folder\nmodel:\n  name: vitnas_micro\n")
+    assert "does not exist" in error_line(run_cli("run", "--budget-ms", "5", "--config", str(bad), cache=cache))
+    assert "must be positive" in error_line(run_cli("run", "--budget-ms", "-1", cache=cache))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_cuda_without_gpu(cache):
+    line = error_line(run_cli("run", "--budget-ms", "5", "--device", "cuda", "--config", "configs/tiny.yaml",
+                              cache=cache))
+    assert "torch.cuda.is_available() is False" in line and "--device cpu" in line

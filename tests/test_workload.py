@@ -1,0 +1,85 @@
+import pytest
+import timm
+import torch
+from safetensors.torch import save_file
+
+from conftest import ROOT
+from search.workload import create_model, load_config, load_workload
+from supernet import ConfigError
+
+TINY = ROOT / "configs" / "tiny.yaml"
+
+
+def test_bundled_configs_load():
+    for name in ("default", "tiny", "deit_small"):
+        cfg = load_config(ROOT / "configs" / f"{name}.yaml")
+        assert cfg["name"] == name and set(cfg) == {"name", "model", "data", "train", "space", "latency"}
+    assert load_config()["model"]["name"] == "vitnas_tiny"
+
+
+def test_unknown_config_key_names_the_valid_ones(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  nmae: vitnas_micro\n")
+    with pytest.raises(ConfigError, match=r"unknown config key model.'nmae'; valid keys under model are \["):
+        load_config(path)
+
+
+def test_malformed_yaml_names_file_and_line(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  name: [vitnas_micro\ndata: {}\n")
+    with pytest.raises(ConfigError, match=r"malformed YAML in .*c.yaml, line \d"):
+        load_config(path)
+
+
+def test_missing_config_file():
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config("no/such.yaml")
+
+
+def test_tiny_workload_trains_once_then_is_cached():
+    config = load_config(TINY)
+    logs = []
+    first = load_workload(config, log=logs.append)
+    assert any("training" in line for line in logs)
+    assert 0.0 <= first.metrics["val_top1"] <= 1.0 and first.metrics["prep_seconds"] > 0
+    assert first.metrics["val_top1"] > 0.2  # two short epochs already beat chance (0.1)
+    logs.clear()
+    second = load_workload(config, log=logs.append)
+    assert any("cached" in line for line in logs) and not any("training" in line for line in logs)
+    assert second.checkpoint_hash == first.checkpoint_hash
+    for a, b in zip(first.model.state_dict().values(), second.model.state_dict().values()):
+        assert torch.equal(a, b)
+    assert second.input_shape == (1, 32, 32)
+
+
+def _model_cfg(**kw):
+    return {"name": "vitnas_micro", "arch": None, "pretrained": False, "checkpoint": None, "kwargs": {}, **kw}
+
+
+def test_checkpoints_load_safely(tmp_path):
+    torch.manual_seed(3)
+    src = timm.create_model("vitnas_micro")
+    st, pth = tmp_path / "w.safetensors", tmp_path / "w.pth"
+    save_file({k: v.contiguous() for k, v in src.state_dict().items()}, str(st))
+    torch.save({"model": src.state_dict()}, pth)
+    for model in (create_model(_model_cfg(checkpoint=str(st))), create_model(_model_cfg(checkpoint=str(pth))),
+                  create_model(_model_cfg(name=str(st), arch="vitnas_micro"))):
+        assert torch.equal(model.head.weight, src.head.weight)
+
+
+def test_checkpoint_errors_are_one_line(tmp_path):
+    other = timm.create_model("vitnas_micro", embed_dim=96)
+    bad = tmp_path / "other.safetensors"
+    save_file({k: v.contiguous() for k, v in other.state_dict().items()}, str(bad))
+    with pytest.raises(ConfigError, match="does not match the model: .* of another shape"):
+        create_model(_model_cfg(checkpoint=str(bad)))
+    pickled = tmp_path / "evil.pth"
+    torch.save({"model": object()}, pickled)
+    with pytest.raises(ConfigError, match="could not be read safely"):
+        create_model(_model_cfg(checkpoint=str(pickled)))
+    with pytest.raises(ConfigError, match="model.arch must name"):
+        create_model(_model_cfg(name=str(bad)))
+    with pytest.raises(ConfigError, match="not in timm's registry"):
+        create_model(_model_cfg(name="vit_does_not_exist"))
+    with pytest.raises(ConfigError, match="does not exist"):
+        create_model(_model_cfg(checkpoint=str(tmp_path / "missing.safetensors")))
