@@ -114,7 +114,7 @@ class LatencyTable:
     # --- building ---------------------------------------------------------------------------------
     @classmethod
     def build(cls, supernet, device="cpu", batch_size: int = 1, threads: int | None = None,
-              runtime: str = "torch-eager", warmup: int = 3, repeats: int = 15,
+              runtime: str = "torch-eager", warmup: int = 3, repeats: int = 7,
               max_mlp_points: int = 8, progress: bool = True) -> "LatencyTable":
         """Time every component of ``supernet``'s space, then anchor on the largest subnet."""
         if runtime != "torch-eager":
