@@ -218,9 +218,10 @@ def _component_ms(module: nn.Module, shape, device: torch.device, warmup: int, r
 
 
 def table_key(spec: ModelSpec, space, device: torch.device, batch_size: int, threads: int, runtime: str) -> dict:
-    return {"device": device.type, "hardware": device_name(device), "runtime": runtime, "dtype": "float32",
-            "batch_size": batch_size, "threads": threads, "torch": torch.__version__,
-            "model": spec.to_dict(), "space": repr(space)}
+    key = {"device": device.type, "hardware": device_name(device), "runtime": runtime, "dtype": "float32",
+           "batch_size": batch_size, "threads": threads, "torch": torch.__version__,
+           "model": spec.to_dict(), "space": repr(space)}
+    return json.loads(json.dumps(key))  # as it reads back from the cache file (tuples become lists)
 
 
 def _empty_cfg(e: int) -> SubnetConfig:

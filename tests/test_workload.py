@@ -42,7 +42,7 @@ def test_tiny_workload_trains_once_then_is_cached():
     first = load_workload(config, log=logs.append)
     assert any("training" in line for line in logs)
     assert 0.0 <= first.metrics["val_top1"] <= 1.0 and first.metrics["prep_seconds"] > 0
-    assert first.metrics["val_top1"] > 0.2  # two short epochs already beat chance (0.1)
+    assert first.metrics["val_top1"] > 0.15  # eight ~1 s epochs already beat chance (0.1)
     logs.clear()
     second = load_workload(config, log=logs.append)
     assert any("cached" in line for line in logs) and not any("training" in line for line in logs)
