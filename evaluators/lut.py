@@ -4,9 +4,10 @@ model), cached as JSON, and summed to predict any subnet's latency without build
 Components are the very modules an extracted subnet is made of (``supernet.subnet``), timed alone:
 the stem + head at each width, each block's mixer (MSA with/without returning its class-token attention,
 or conv) and MLP at each width and token count, the norms + residuals, and token dropping. Their sum
-misses the Python overhead of running them in one model, so two measured anchors — the largest subnet
-and the same at the smallest depth — fit a fixed and a per-block overhead:
-``predict = scale × (raw_sum + offset + depth × per_block)``. ``anchor`` re-measures the largest subnet
+misses (or double-counts) the overhead of running them in one model, so measured anchors — the full-depth
+and the smallest-depth subnet, each at the widest and the narrowest embedding — fit a fixed and a
+per-block overhead, interpolated linearly in embedding width:
+``predict = scale × (raw_sum + offset(e) + depth × per_block(e))``. ``anchor`` re-measures the largest subnet
 at the start of a run and updates ``scale`` to absorb machine drift.
 """
 from __future__ import annotations
@@ -70,8 +71,9 @@ class LatencyTable:
     key: dict
     entries: dict[str, float]
     mlp_grid: list[int] = field(default_factory=list)
-    offset_ms: float = 0.0
-    per_block_ms: float = 0.0
+    overhead_dims: list[int] = field(default_factory=lambda: [0])   # embedding widths of the anchors
+    offset_ms: list[float] = field(default_factory=lambda: [0.0])
+    per_block_ms: list[float] = field(default_factory=lambda: [0.0])
     scale: float = 1.0
 
     # --- prediction -------------------------------------------------------------------------------
@@ -86,6 +88,13 @@ class LatencyTable:
         return ModelSpec.from_dict(self.key["model"])
 
     def predict_raw(self, cfg: SubnetConfig) -> float:
+        """Components plus the fitted overheads, before ``scale``."""
+        e = cfg.embed_dim
+        offset = np.interp(e, self.overhead_dims, self.offset_ms)
+        per_block = np.interp(e, self.overhead_dims, self.per_block_ms)
+        return float(self._components(cfg) + offset + cfg.depth * per_block)
+
+    def _components(self, cfg: SubnetConfig) -> float:
         spec, e = self.spec, cfg.embed_dim
         total = self.entries[f"base/{e}"]
         model = build_subnet(spec, cfg, device="meta")  # free: only the shape decisions are read
@@ -100,7 +109,7 @@ class LatencyTable:
                 total += self.entries[f"conv/{e}/{cfg.heads[i]}"]
             total += self._mlp(e, cfg.mlp[i], n) + self.entries[f"rest/{e}/{n}"]
             entering = n
-        return total + self.offset_ms + cfg.depth * self.per_block_ms
+        return total
 
     def predict(self, cfg: SubnetConfig) -> float:
         """Predicted latency of the extracted subnet ``cfg``, in ms, in this table's runtime."""
@@ -153,17 +162,22 @@ class LatencyTable:
             torch.set_num_threads(previous_threads)
         key = table_key(spec, space, dev, batch_size, threads, runtime)
         table = cls(key=key, entries=entries, mlp_grid=mlp_grid)
-        deep = space.largest()
-        shallow = SubnetConfig(deep.embed_dim, space.depth.min, *(getattr(deep, k)[:space.depth.min]
-                                                                  for k in ("heads", "mlp", "ops", "keep")))
-        measured = measure_latency_interleaved(
-            {"deep": supernet.extract(deep), "shallow": supernet.extract(shallow)},
-            (spec.in_chans, *spec.img_size), dev, batch_size, threads, 10, 50)
-        gap_deep = measured["deep"].median_ms - table.predict_raw(deep)
-        gap_shallow = measured["shallow"].median_ms - table.predict_raw(shallow)
-        if deep.depth > shallow.depth:
-            table.per_block_ms = (gap_deep - gap_shallow) / (deep.depth - shallow.depth)
-        table.offset_ms = gap_deep - deep.depth * table.per_block_ms
+        shape = (spec.in_chans, *spec.img_size)
+        table.overhead_dims, table.offset_ms, table.per_block_ms = [], [], []
+        for e in sorted({space.embed_dim.min, space.embed_dim.max}):
+            deep = space.largest()
+            deep.embed_dim = e
+            shallow = SubnetConfig(e, space.depth.min, *(getattr(deep, k)[:space.depth.min]
+                                                         for k in ("heads", "mlp", "ops", "keep")))
+            measured = measure_latency_interleaved(
+                {"deep": supernet.extract(deep), "shallow": supernet.extract(shallow)},
+                shape, dev, batch_size, threads, 10, 50)
+            gap_deep = measured["deep"].median_ms - table._components(deep)
+            gap_shallow = measured["shallow"].median_ms - table._components(shallow)
+            per_block = (gap_deep - gap_shallow) / (deep.depth - shallow.depth) if deep.depth > shallow.depth else 0.0
+            table.overhead_dims.append(e)
+            table.per_block_ms.append(per_block)
+            table.offset_ms.append(gap_deep - deep.depth * per_block)
         return table
 
     # --- persistence ------------------------------------------------------------------------------
@@ -218,8 +232,8 @@ def _component_ms(module: nn.Module, shape, device: torch.device, warmup: int, r
 
 
 def table_key(spec: ModelSpec, space, device: torch.device, batch_size: int, threads: int, runtime: str) -> dict:
-    key = {"device": device.type, "hardware": device_name(device), "runtime": runtime, "dtype": "float32",
-           "batch_size": batch_size, "threads": threads, "torch": torch.__version__,
+    key = {"format": 2, "device": device.type, "hardware": device_name(device), "runtime": runtime,
+           "dtype": "float32", "batch_size": batch_size, "threads": threads, "torch": torch.__version__,
            "model": spec.to_dict(), "space": repr(space)}
     return json.loads(json.dumps(key))  # as it reads back from the cache file (tuples become lists)
 
