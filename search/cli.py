@@ -14,6 +14,12 @@ def _run(args: argparse.Namespace) -> None:
                        batch_size=args.batch_size, threads=args.threads, out=args.out)
 
 
+def _train_supernet(args: argparse.Namespace) -> None:
+    from .run import train_supernet_command
+
+    train_supernet_command(config_path=args.config, epochs=args.epochs, device=args.device, out=args.out)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m search",
                                      description="Latency-constrained architecture search for ViTs.")
@@ -26,6 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's default)")
     run.add_argument("--out", default=None, help="output folder (default: results/<config name>)")
     run.set_defaults(func=_run)
+    train = sub.add_parser("train-supernet", help="sandwich-train the shared weights (resumable)")
+    train.add_argument("--config", default=None, help="workload YAML (default: the bundled configs/default.yaml)")
+    train.add_argument("--epochs", type=int, default=None, help="epochs (default: the config's supernet.epochs)")
+    train.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    train.add_argument("--out", default=None, help="output folder (default: results/<config name>/supernet)")
+    train.set_defaults(func=_train_supernet)
     return parser
 
 

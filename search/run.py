@@ -10,6 +10,7 @@ import torch
 from evaluators import LatencyTable, measure_latency, resolve_device
 from evaluators.accuracy import evaluate_accuracy
 from supernet import ConfigError, Supernet
+from supernet.train import train_supernet
 
 from .workload import cache_dir, load_config, load_workload
 
@@ -54,4 +55,35 @@ def prepare_and_report(config_path=None, budget_ms: float = 5.0, device="auto", 
     log(f"base latency {base}")
     log(f"budget {budget_ms} ms: the base model {verdict}")
     log(f"wrote {out / 'base.json'}")
+    return report
+
+
+def train_supernet_command(config_path=None, epochs: int | None = None, device="auto", out=None, log=print) -> dict:
+    """Sandwich-train the workload's supernet; resumes from ``out/supernet.pt`` after an interruption."""
+    from torch.utils.data import DataLoader
+
+    dev = resolve_device(device)
+    config = load_config(config_path)
+    cfg = config["supernet"]
+    epochs = cfg["epochs"] if epochs is None else epochs
+    if epochs < 1:
+        raise ConfigError(f"--epochs must be at least 1, got {epochs}")
+    workload = load_workload(config, device=dev, log=log)
+    sn = Supernet.from_timm(workload.model, bounds=config["space"])
+    out = Path(out) if out else Path("results") / config["name"] / "supernet"
+    space, val = sn.space, workload.splits["val"]
+    before = {name: evaluate_accuracy(sn, val, c, dev) for name, c in
+              (("largest", space.largest()), ("smallest", space.smallest()))}
+    # shuffles with torch's global generator, which train_supernet seeds per epoch (exact resume)
+    loader = DataLoader(workload.splits["train"], batch_size=cfg["batch_size"], shuffle=True)
+    history = train_supernet(sn, loader, epochs, cfg["lr"], n_random=cfg["n_random"], seed=cfg["seed"],
+                             checkpoint=out / "supernet.pt", device=dev, log=log)
+    after = {name: evaluate_accuracy(sn, val, c, dev) for name, c in
+             (("largest", space.largest()), ("smallest", space.smallest()))}
+    report = {"config": config["name"], "epochs": epochs, "checkpoint_hash": workload.checkpoint_hash,
+              "val_top1_before": before, "val_top1_after": after, "history": history}
+    (out / "train.json").write_text(json.dumps(report, indent=1))
+    for name in before:
+        log(f"{name} subnet, val top-1 on shared weights: {before[name]:.1%} -> {after[name]:.1%}")
+    log(f"wrote {out / 'supernet.pt'} and {out / 'train.json'}")
     return report

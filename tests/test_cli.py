@@ -68,3 +68,16 @@ def test_cuda_without_gpu(cache):
     line = error_line(run_cli("run", "--budget-ms", "5", "--device", "cuda", "--config", "configs/tiny.yaml",
                               cache=cache))
     assert "torch.cuda.is_available() is False" in line and "--device cpu" in line
+
+
+def test_train_supernet_writes_a_resumable_checkpoint(cache, tmp_path):
+    args = ("train-supernet", "--config", "configs/tiny.yaml", "--epochs", "1", "--device", "cpu", "--out",
+            str(tmp_path))
+    first = run_cli(*args, cache=cache)
+    assert first.returncode == 0, first.stderr
+    report = json.loads((tmp_path / "train.json").read_text())
+    assert set(report["val_top1_after"]) == {"largest", "smallest"} and len(report["history"]) == 1
+    again = run_cli(*args, cache=cache)
+    assert again.returncode == 0 and "resumed" in again.stdout and "supernet epoch" not in again.stdout
+    assert "at least 1" in error_line(run_cli("train-supernet", "--config", "configs/tiny.yaml", "--epochs", "0",
+                                              cache=cache))

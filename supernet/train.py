@@ -1,0 +1,86 @@
+"""Shared-weight training with the sandwich rule (BigNAS / OFA style), resumable.
+
+Each step trains the largest subnet on the labels, then the smallest and a few random subnets to match
+the largest one's (detached) predictions: in-place distillation. Gradients of all of them accumulate into
+the shared weights before one optimiser step, so many subnets become good without retraining.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+
+def distill_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Soft KL divergence between the student's and the (detached) teacher's predictions."""
+    t = temperature
+    return F.kl_div(F.log_softmax(student / t, dim=-1), F.softmax(teacher / t, dim=-1),
+                    reduction="batchmean") * t * t
+
+
+def sandwich_step(sn, x: torch.Tensor, y: torch.Tensor, rng: np.random.Generator, n_random: int = 2,
+                  label_smoothing: float = 0.1) -> dict[str, float]:
+    """Forward + backward for largest, smallest and ``n_random`` sampled subnets (no optimiser step)."""
+    space = sn.space
+    logits = sn(x, space.largest())
+    loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+    loss.backward()
+    teacher = logits.detach()
+    losses = {"largest": loss.item()}
+    for name, cfg in [("smallest", space.smallest())] + [(f"random{i}", space.sample(rng)) for i in range(n_random)]:
+        kd = distill_loss(sn(x, cfg), teacher)
+        kd.backward()
+        losses[name] = kd.item()
+    return losses
+
+
+def train_supernet(sn, loader, epochs: int, lr: float = 5e-4, weight_decay: float = 0.05, n_random: int = 2,
+                   seed: int = 0, checkpoint: str | Path | None = None, device="cpu", log=print) -> list[dict]:
+    """Sandwich-train ``sn`` for ``epochs``; with ``checkpoint``, save after every epoch and resume from it.
+
+    The loader should shuffle with torch's global generator (no ``generator=``): each epoch seeds it.
+    """
+    sn.to(device).train()
+    opt = torch.optim.AdamW(sn.parameters(), lr=lr, weight_decay=weight_decay)
+    total = max(1, epochs * len(loader))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(1.0, s / total))))
+    history, start = [], 0
+    checkpoint = Path(checkpoint) if checkpoint else None
+    if checkpoint and checkpoint.is_file():
+        state = torch.load(checkpoint, map_location=device, weights_only=True)
+        sn.load_state_dict(state["supernet"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        start, history = int(state["epoch"]), list(state["history"])
+        log(f"supernet: resumed from {checkpoint} after epoch {start}/{epochs}")
+    for epoch in range(start, epochs):
+        # data order and sampled subnets depend on (seed, epoch) only, so a resumed run repeats them exactly
+        torch.manual_seed(seed + epoch)
+        rng = np.random.default_rng([seed, epoch])
+        bar = tqdm(loader, desc=f"supernet epoch {epoch + 1}/{epochs}", leave=False)
+        sums: dict[str, float] = {}
+        for x, y in bar:
+            opt.zero_grad(set_to_none=True)
+            losses = sandwich_step(sn, x.to(device), y.to(device), rng, n_random)
+            opt.step()
+            sched.step()
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + v
+            bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items() if k in ("largest", "smallest")})
+        row = {"epoch": epoch + 1, **{k: v / len(loader) for k, v in sums.items()}}
+        history.append(row)
+        if checkpoint:
+            checkpoint.parent.mkdir(parents=True, exist_ok=True)
+            tmp = checkpoint.with_suffix(".tmp")
+            torch.save({"supernet": sn.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                        "epoch": epoch + 1, "history": history}, tmp)
+            tmp.replace(checkpoint)  # atomic: an interrupted save never corrupts the last good checkpoint
+        log(f"supernet epoch {epoch + 1}/{epochs}: " + ", ".join(f"{k} {v:.3f}" for k, v in row.items()
+                                                                 if k != "epoch"))
+    sn.eval()
+    return history
+

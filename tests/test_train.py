@@ -1,0 +1,48 @@
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from conftest import micro_vit
+from supernet import Supernet
+from supernet.train import distill_loss, train_supernet
+
+
+def _loader():
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(64, 1, 32, 32, generator=g), torch.randint(0, 10, (64,), generator=g)
+    return DataLoader(TensorDataset(x, y), batch_size=16, shuffle=True)
+
+
+def test_distill_loss_is_zero_for_equal_logits_and_positive_otherwise():
+    a = torch.randn(4, 10)
+    assert distill_loss(a, a).abs() < 1e-6 and distill_loss(a, a.flip(1)) > 0
+
+
+def test_sandwich_training_trains_every_axis_and_lowers_the_loss(tmp_path):
+    sn = Supernet.from_timm(micro_vit())
+    before = sn.vit.blocks[0].mlp.fc1.weight.detach().clone()
+    exit_before = sn.exits["1"]["head"].weight.detach().clone()
+    history = train_supernet(sn, _loader(), epochs=3, lr=2e-3, log=lambda *_: None)
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    assert history[-1]["largest"] < history[0]["largest"]
+    assert not torch.equal(before, sn.vit.blocks[0].mlp.fc1.weight)
+    assert not torch.equal(exit_before, sn.exits["1"]["head"].weight)  # the smallest subnet's exit head learns
+
+
+def test_resumed_training_equals_uninterrupted_training(tmp_path):
+    straight = Supernet.from_timm(micro_vit())
+    train_supernet(straight, _loader(), epochs=2, log=lambda *_: None)
+    ckpt = tmp_path / "supernet.pt"
+
+    def interrupt(line):
+        raise KeyboardInterrupt(line)  # the user presses Ctrl-C right after epoch 1 is saved
+
+    with pytest.raises(KeyboardInterrupt):
+        train_supernet(Supernet.from_timm(micro_vit()), _loader(), epochs=2, checkpoint=ckpt, log=interrupt)
+    logs = []
+    resumed2 = Supernet.from_timm(micro_vit())
+    history = train_supernet(resumed2, _loader(), epochs=2, checkpoint=ckpt, log=logs.append)
+    assert any("resumed" in line and "after epoch 1/2" in line for line in logs)
+    assert len(history) == 2
+    for a, b in zip(straight.state_dict().values(), resumed2.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6)
