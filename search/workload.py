@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import inspect
 import json
 import math
 import os
@@ -79,10 +80,10 @@ def cache_dir() -> Path:
     return Path(os.environ.get("VITNAS_CACHE", Path.home() / ".cache" / "vitnas"))
 
 
-def _hash(obj, *files: Path) -> str:
+def _hash(obj, *sources: str) -> str:
     h = hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode())
-    for f in files:  # the code that produces the cached thing is part of its identity
-        h.update(f.read_bytes())
+    for source in sources:  # the code that produces the cached thing is part of its identity
+        h.update(source.encode())
     return h.hexdigest()[:16]
 
 
@@ -234,9 +235,9 @@ def load_workload(config: dict, device="cpu", log=print) -> Workload:
         return Workload(config, model.eval(), splits, Path(ckpt) if ckpt else None,
                         file_hash(ckpt) if ckpt else f"timm:{model_cfg['name']}")
 
-    here = Path(__file__).resolve().parent
-    key = _hash({k: config[k] for k in ("model", "data", "train")}, here / "workload.py",
-                here.parent / "evaluators" / "data.py")
+    # the key: the recipe (config) and the code that produces the weights, not unrelated edits of this file
+    key = _hash({k: config[k] for k in ("model", "data", "train")}, inspect.getsource(train_classifier),
+                Path(digits_splits.__code__.co_filename).read_text())
     path = cache_dir() / "base" / f"{model_cfg['name']}-{key}.safetensors"
     meta_path = path.with_suffix(".json")
     if path.is_file() and meta_path.is_file():
