@@ -115,10 +115,13 @@ class Supernet(nn.Module):
         return model.train(self.training)
 
     def _template(self, cfg: SubnetConfig) -> SubnetViT:
+        """The weightless (meta) module of ``cfg``; the most recent 256 are kept (a search visits thousands)."""
         key = cfg.key()
-        if key not in self._templates:
-            self._templates[key] = build_subnet(self.spec, self.space.validate(cfg), device="meta")
-        return self._templates[key]
+        template = self._templates.pop(key, None) or build_subnet(self.spec, self.space.validate(cfg), device="meta")
+        self._templates[key] = template  # most recently used last
+        if len(self._templates) > 256:
+            del self._templates[next(iter(self._templates))]
+        return template
 
     def subnet_weights(self, cfg: SubnetConfig) -> dict[str, torch.Tensor]:
         """The subnet's weights as views of the shared parameters, named as in ``SubnetViT``.
