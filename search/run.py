@@ -73,14 +73,16 @@ def train_supernet_command(config_path=None, epochs: int | None = None, device="
     sn = Supernet.from_timm(workload.model, bounds=config["space"])
     out = Path(out) if out else Path("results") / config["name"] / "supernet"
     space, val = sn.space, workload.splits["val"]
-    before = {name: evaluate_accuracy(sn, val, c, dev) for name, c in
-              (("largest", space.largest()), ("smallest", space.smallest()))}
+    def val_top1() -> dict[str, float]:
+        return {name: evaluate_accuracy(sn, val, c, dev) for name, c in
+                (("largest", space.largest()), ("smallest", space.smallest()))}
+
+    before = val_top1()
     # shuffles with torch's global generator, which train_supernet seeds per epoch (exact resume)
     loader = DataLoader(workload.splits["train"], batch_size=cfg["batch_size"], shuffle=True)
     history = train_supernet(sn, loader, epochs, cfg["lr"], n_random=cfg["n_random"], seed=cfg["seed"],
                              checkpoint=out / "supernet.pt", device=dev, log=log)
-    after = {name: evaluate_accuracy(sn, val, c, dev) for name, c in
-             (("largest", space.largest()), ("smallest", space.smallest()))}
+    after = val_top1()
     report = {"config": config["name"], "epochs": epochs, "checkpoint_hash": workload.checkpoint_hash,
               "val_top1_before": before, "val_top1_after": after, "history": history}
     (out / "train.json").write_text(json.dumps(report, indent=1))

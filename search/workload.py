@@ -147,10 +147,15 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], path) -> None
     model.load_state_dict(state)
 
 
+def weights_file(model_cfg: dict) -> str | None:
+    """The local weights file of the model: ``model.name`` when it is a checkpoint path, else ``model.checkpoint``."""
+    name = str(model_cfg["name"])
+    return name if Path(name).suffix in (".safetensors", ".pth", ".pt") else model_cfg["checkpoint"]
+
+
 def create_model(model_cfg: dict) -> nn.Module:
-    name, checkpoint = model_cfg["name"], model_cfg["checkpoint"]
-    if Path(str(name)).suffix in (".safetensors", ".pth", ".pt"):
-        checkpoint = name
+    name, checkpoint = model_cfg["name"], weights_file(model_cfg)
+    if checkpoint == name:
         name = model_cfg["arch"]
         if not name:
             raise ConfigError("model.name is a checkpoint file, so model.arch must name its timm "
@@ -228,10 +233,8 @@ def load_workload(config: dict, device="cpu", log=print) -> Workload:
     torch.manual_seed(config["train"]["seed"])  # the initial weights of a model trained here are part of its recipe
     model = create_model(model_cfg)
     splits = build_splits(config["data"], model)
-    has_weights = bool(model_cfg["pretrained"] or model_cfg["checkpoint"] or
-                       Path(str(model_cfg["name"])).suffix in (".safetensors", ".pth", ".pt"))
-    if has_weights:
-        ckpt = model_cfg["checkpoint"] or (model_cfg["name"] if not model_cfg["pretrained"] else None)
+    ckpt = weights_file(model_cfg)
+    if ckpt or model_cfg["pretrained"]:
         return Workload(config, model.eval(), splits, Path(ckpt) if ckpt else None,
                         file_hash(ckpt) if ckpt else f"timm:{model_cfg['name']}")
 
