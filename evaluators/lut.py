@@ -16,7 +16,7 @@ import hashlib
 import json
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +25,8 @@ from torch import nn
 from tqdm import tqdm
 
 from supernet import SubnetConfig, build_subnet
+from supernet.gates import UnitCosts
+from supernet.scorers import SCORERS, build_scorer
 from supernet.space import tokens_kept
 from supernet.subnet import Attention, ConvMixer, Mlp, ModelSpec, drop_tokens
 
@@ -58,12 +60,15 @@ class _Rest(nn.Module):
 
 
 class _Drop(nn.Module):
-    def __init__(self, keep: int):
+    """Scoring the tokens (with the given scorer) and gathering the kept ones."""
+
+    def __init__(self, spec: ModelSpec, scorer: str, dim: int, keep: int):
         super().__init__()
         self.keep = keep
+        self.scorer = build_scorer(scorer, dim, spec.embed_dim)
 
     def forward(self, x):
-        return drop_tokens(x, x[:, 1:, 0], self.keep)
+        return drop_tokens(x, self.scorer(x, x[:, 1:, 0]), self.keep)
 
 
 @dataclass
@@ -75,6 +80,7 @@ class LatencyTable:
     offset_ms: list[float] = field(default_factory=lambda: [0.0])
     per_block_ms: list[float] = field(default_factory=lambda: [0.0])
     scale: float = 1.0
+    scorer: str = "cls_attention"  # the token scorer subnets use (every registered one is timed)
 
     # --- prediction -------------------------------------------------------------------------------
     def _mlp(self, e: int, m: int, n: int) -> float:
@@ -85,7 +91,7 @@ class LatencyTable:
 
     @property
     def spec(self) -> ModelSpec:
-        return ModelSpec.from_dict(self.key["model"])
+        return ModelSpec.from_dict({**self.key["model"], "scorer": self.scorer})
 
     def predict_raw(self, cfg: SubnetConfig) -> float:
         """Components plus the fitted overheads, before ``scale``."""
@@ -102,7 +108,7 @@ class LatencyTable:
         for i, blk in enumerate(model.blocks):
             n = blk.keep_tokens if blk.keep_tokens is not None else entering
             if blk.keep_tokens is not None:
-                total += self.entries[f"drop/{e}/{n}"]
+                total += self.entries[f"drop/{self.scorer}/{e}/{n}"]
             if cfg.ops[i] == "msa":
                 total += self.entries[f"msa/{e}/{cfg.heads[i]}/{n}/{int(blk.mixer.return_cls_attn)}"]
             else:
@@ -119,6 +125,26 @@ class LatencyTable:
         """Re-scale so ``cfg`` (the largest subnet) predicts its fresh measurement; returns the new scale."""
         self.scale = measured_ms / self.predict_raw(cfg)
         return self.scale
+
+    def unit_costs(self, space) -> UnitCosts:
+        """What one unit of each axis costs in the full model (ms), by differences of predictions."""
+        big = space.largest()
+        total = self.predict(big)
+        D = big.depth
+
+        def saving(**change) -> float:
+            return total - self.predict(replace(big, **change))
+
+        def per_unit(axis, key: str, blocks: int) -> float:
+            span = (axis.max - axis.min) * blocks
+            return saving(**{key: axis.min if key == "embed_dim" else [axis.min] * D}) / span if span else 0.0
+
+        d = space.depth.min
+        shallow = dict(depth=d, heads=big.heads[:d], mlp=big.mlp[:d], ops=big.ops[:d], keep=big.keep[:d])
+        return UnitCosts(
+            total=total, embed=per_unit(space.embed_dim, "embed_dim", 1), head=per_unit(space.heads, "heads", D),
+            mlp=per_unit(space.mlp, "mlp", D), block=saving(**shallow) / (D - d) if D > d else 0.0,
+            conv_saving=saving(ops=["conv"] * D) / D if "conv" in space.ops else 0.0)
 
     # --- building ---------------------------------------------------------------------------------
     @classmethod
@@ -145,7 +171,8 @@ class LatencyTable:
                 for m in mlp_grid:
                     jobs.append((f"mlp/{e}/{m}/{n}", Mlp(spec, e, m), (n + 1, e)))
                 if n < spec.num_patches:
-                    jobs.append((f"drop/{e}/{n}", _Drop(n), (spec.num_patches + 1, e)))
+                    for scorer in SCORERS:
+                        jobs.append((f"drop/{scorer}/{e}/{n}", _Drop(spec, scorer, e, n), (spec.num_patches + 1, e)))
                 for h in space.heads.choices:
                     for ret in (0, 1):
                         jobs.append((f"msa/{e}/{h}/{n}/{ret}", Attention(spec, e, h, bool(ret)), (n + 1, e)))
@@ -161,7 +188,7 @@ class LatencyTable:
         finally:
             torch.set_num_threads(previous_threads)
         key = table_key(spec, space, dev, batch_size, threads, runtime)
-        table = cls(key=key, entries=entries, mlp_grid=mlp_grid)
+        table = cls(key=key, entries=entries, mlp_grid=mlp_grid, scorer=spec.scorer)
         shape = (spec.in_chans, *spec.img_size)
         table.overhead_dims, table.offset_ms, table.per_block_ms = [], [], []
         for e in sorted({space.embed_dim.min, space.embed_dim.max}):
@@ -201,6 +228,7 @@ class LatencyTable:
         if path.is_file():
             table = cls.load(path)
             if table.key == key:
+                table.scorer = supernet.spec.scorer
                 return table
         table = cls.build(supernet, dev, batch_size, threads, runtime, progress=progress)
         table.save(path)
@@ -232,9 +260,9 @@ def _component_ms(module: nn.Module, shape, device: torch.device, warmup: int, r
 
 
 def table_key(spec: ModelSpec, space, device: torch.device, batch_size: int, threads: int, runtime: str) -> dict:
-    key = {"format": 2, "device": device.type, "hardware": device_name(device), "runtime": runtime,
+    key = {"format": 3, "device": device.type, "hardware": device_name(device), "runtime": runtime,
            "dtype": "float32", "batch_size": batch_size, "threads": threads, "torch": torch.__version__,
-           "model": spec.to_dict(), "space": repr(space)}
+           "model": {**spec.to_dict(), "scorer": "*"}, "space": repr(space)}  # all scorers are timed
     return json.loads(json.dumps(key))  # as it reads back from the cache file (tuples become lists)
 
 

@@ -15,9 +15,15 @@ def _run(args: argparse.Namespace) -> None:
 
 
 def _train_supernet(args: argparse.Namespace) -> None:
+    from evaluators import resolve_device
+    from supernet import distributed as ddp
+
     from .run import train_supernet_command
 
-    train_supernet_command(config_path=args.config, epochs=args.epochs, device=args.device, out=args.out)
+    ddp.init_from_env(resolve_device(args.device))  # under torchrun: join the process group
+    log = print if ddp.is_main() else (lambda *_: None)
+    train_supernet_command(config_path=args.config, method=args.method, epochs=args.epochs, device=args.device,
+                           out=args.out, log=log)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,11 +38,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's default)")
     run.add_argument("--out", default=None, help="output folder (default: results/<config name>)")
     run.set_defaults(func=_run)
-    train = sub.add_parser("train-supernet", help="sandwich-train the shared weights (resumable)")
+    train = sub.add_parser("train-supernet", help="the gradient phase: gate methods, importance ordering, "
+                                                   "sandwich training (resumable; runs under torchrun)")
     train.add_argument("--config", default=None, help="workload YAML (default: the bundled configs/default.yaml)")
-    train.add_argument("--epochs", type=int, default=None, help="epochs (default: the config's supernet.epochs)")
+    train.add_argument("--method", default=None, help="all, or one or more (comma-separated) of vtp, vitslim, "
+                       "nvit, wdpruning, spvit, dynamicvit, patchslim (default: the config's supernet.method)")
+    train.add_argument("--epochs", type=int, default=None,
+                       help="sandwich epochs (default: the config's supernet.epochs)")
     train.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    train.add_argument("--out", default=None, help="output folder (default: results/<config name>/supernet)")
+    train.add_argument("--out", default=None, help="output folder (default: the cache folder `run` reads, "
+                       "under $VITNAS_CACHE/supernet)")
     train.set_defaults(func=_train_supernet)
     return parser
 

@@ -39,7 +39,7 @@ DEFAULTS: dict = {
               "label_smoothing": 0.1, "patch_drop": 0.0, "seed": 0},
     "space": {},
     "latency": {"runtime": "torch-eager", "warmup": 10, "repeats": 50},
-    "supernet": {"epochs": 3, "lr": 5e-4, "batch_size": 64, "n_random": 2, "seed": 0},
+    "supernet": {"method": "all", "epochs": 3, "lr": 5e-4, "batch_size": 64, "n_random": 2, "seed": 0},
 }
 
 

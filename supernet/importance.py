@@ -69,6 +69,9 @@ def reorder(sn, imp: Importance) -> None:
         if mlp.fc1.bias is not None:
             _take(mlp.fc1.bias, 0, m)
         _take(mlp.fc2.weight, 1, m)
+    for scorers in sn.token_scorers.values():
+        for scorer in scorers:
+            scorer.reorder_embed(e)
     heads = [{"norm": vit.norm, "head": vit.head}] + list(sn.exits.values())
     for ex in heads:
         _take_norm(ex["norm"], e)

@@ -154,7 +154,7 @@ class Block(nn.Module):
                  keep_tokens: int | None, return_cls_attn: bool):
         super().__init__()
         self.keep_tokens = keep_tokens  # patch tokens kept on entry; None = no drop here
-        self.scorer = build_scorer(spec.scorer, dim) if keep_tokens is not None else None
+        self.scorer = build_scorer(spec.scorer, dim, spec.embed_dim) if keep_tokens is not None else None
         self.norm1 = _norm(spec, dim)
         self.mixer = (Attention(spec, dim, heads, return_cls_attn) if op == "msa"
                       else ConvMixer(spec, dim, heads))
@@ -172,6 +172,12 @@ class Block(nn.Module):
         return x, (attn if attn is not None else cls_attn)
 
 
+def drop_blocks(spec: ModelSpec, cfg: SubnetConfig) -> list[bool]:
+    """Which kept blocks drop tokens on entry (fewer tokens kept than entered)."""
+    tokens = [tokens_kept(k, spec.num_patches) for k in cfg.keep]
+    return [t < e for t, e in zip(tokens, [spec.num_patches] + tokens[:-1])]
+
+
 class SubnetViT(nn.Module):
     """A ViT of one subnet's shape; holds plain data (``spec``, ``cfg``) and its own weights only."""
 
@@ -184,8 +190,7 @@ class SubnetViT(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + spec.num_patches, dim))
         self.norm_pre = _norm(spec, dim, spec.pre_norm)
         tokens = [tokens_kept(k, spec.num_patches) for k in cfg.keep]
-        entering = [spec.num_patches] + tokens[:-1]
-        drops = [t < e for t, e in zip(tokens, entering)]
+        drops = drop_blocks(spec, cfg)
         # an MSA block returns its class-token attention only if a later drop would read it
         scored_by = [None] * cfg.depth
         last_msa = None

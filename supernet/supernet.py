@@ -8,6 +8,7 @@ and calling the standalone ``SubnetViT`` module with them; ``extract`` fills the
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
 import torch
 from torch import nn
@@ -15,7 +16,8 @@ from torch.func import functional_call
 
 from .config import SubnetConfig
 from .space import SearchSpace
-from .subnet import ModelSpec, SubnetViT, build_subnet, conv_kernel
+from .scorers import SCORERS, build_scorer, has_weights
+from .subnet import ModelSpec, SubnetViT, build_subnet, conv_kernel, drop_blocks
 
 
 class UnsupportedModel(ValueError):
@@ -95,7 +97,18 @@ class Supernet(nn.Module):
             for d in self.space.depth.choices if d < s.depth})
         # SPViT: per block, which 3×3 offsets each head's channels cover; uniform (a 3×3 mean) at start
         self.conv_offsets = nn.Parameter(torch.full((s.depth, s.num_heads, 9), 1.0 / 9))
+        # learned token scorers (DynamicViT, Patch Slimming): one full-width predictor per block each
+        self.token_scorers = nn.ModuleDict({
+            name: nn.ModuleList(build_scorer(name, s.embed_dim, s.embed_dim) for _ in range(s.depth))
+            for name in SCORERS if has_weights(name)})
         self._templates: dict[tuple, SubnetViT] = {}
+
+    def use_scorer(self, name: str) -> "Supernet":
+        """Rank tokens with the scorer ``name`` from now on (subnets and extracted models alike)."""
+        build_scorer(name, 8, 8)  # unknown names fail here, with the valid ones listed
+        self.spec = replace(self.spec, scorer=name)
+        self._templates.clear()
+        return self
 
     @classmethod
     def from_timm(cls, vit: nn.Module, bounds: dict | None = None, scorer: str = "cls_attention") -> "Supernet":
@@ -169,6 +182,11 @@ class Supernet(nn.Module):
             if s.layer_scale:
                 w[p + "ls1.gamma"] = b.ls1.gamma[:e]
                 w[p + "ls2.gamma"] = b.ls2.gamma[:e]
+        if s.scorer in self.token_scorers:
+            for i, drops in enumerate(drop_blocks(s, cfg)):
+                if drops:
+                    for k, v in self.token_scorers[s.scorer][i].weights_for(e).items():
+                        w[f"blocks.{i}.scorer.{k}"] = v
         head = {"norm": vit.norm, "head": vit.head} if cfg.depth == s.depth else self.exits[str(cfg.depth)]
         add("norm", head["norm"], e)
         add("head", head["head"], None, e)

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from . import distributed as ddp
+
 
 def distill_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """Soft KL divergence between the student's and the (detached) teacher's predictions."""
@@ -43,6 +45,7 @@ def train_supernet(sn, loader, epochs: int, lr: float = 5e-4, weight_decay: floa
     """Sandwich-train ``sn`` for ``epochs``; with ``checkpoint``, save after every epoch and resume from it.
 
     The loader should shuffle with torch's global generator (no ``generator=``): each epoch seeds it.
+    Under torchrun each process takes its slice of every batch and gradients are averaged.
     """
     sn.to(device).train()
     opt = torch.optim.AdamW(sn.parameters(), lr=lr, weight_decay=weight_decay)
@@ -61,24 +64,26 @@ def train_supernet(sn, loader, epochs: int, lr: float = 5e-4, weight_decay: floa
         # data order and sampled subnets depend on (seed, epoch) only, so a resumed run repeats them exactly
         torch.manual_seed(seed + epoch)
         rng = np.random.default_rng([seed, epoch])
-        bar = tqdm(loader, desc=f"supernet epoch {epoch + 1}/{epochs}", leave=False)
+        bar = tqdm(loader, desc=f"supernet epoch {epoch + 1}/{epochs}", leave=False, disable=not ddp.is_main())
         sums: dict[str, float] = {}
         for x, y in bar:
             opt.zero_grad(set_to_none=True)
-            losses = sandwich_step(sn, x.to(device), y.to(device), rng, n_random)
+            losses = sandwich_step(sn, ddp.shard(x).to(device), ddp.shard(y).to(device), rng, n_random)
+            ddp.average_grads(sn.parameters())
             opt.step()
             sched.step()
             for k, v in losses.items():
-                sums[k] = sums.get(k, 0.0) + v
+                sums[k] = sums.get(k, 0.0) + ddp.average(v)
             bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items() if k in ("largest", "smallest")})
         row = {"epoch": epoch + 1, **{k: v / len(loader) for k, v in sums.items()}}
         history.append(row)
-        if checkpoint:
+        if checkpoint and ddp.is_main():
             checkpoint.parent.mkdir(parents=True, exist_ok=True)
             tmp = checkpoint.with_suffix(".tmp")
             torch.save({"supernet": sn.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                         "epoch": epoch + 1, "history": history}, tmp)
             tmp.replace(checkpoint)  # atomic: an interrupted save never corrupts the last good checkpoint
+        ddp.barrier()
         log(f"supernet epoch {epoch + 1}/{epochs}: " + ", ".join(f"{k} {v:.3f}" for k, v in row.items()
                                                                  if k != "epoch"))
     sn.eval()

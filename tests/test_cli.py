@@ -70,14 +70,29 @@ def test_cuda_without_gpu(cache):
     assert "torch.cuda.is_available() is False" in line and "--device cpu" in line
 
 
-def test_train_supernet_writes_a_resumable_checkpoint(cache, tmp_path):
+def test_train_supernet_runs_every_method_and_is_cached(cache, tmp_path):
     args = ("train-supernet", "--config", "configs/tiny.yaml", "--epochs", "1", "--device", "cpu", "--out",
             str(tmp_path))
     first = run_cli(*args, cache=cache)
     assert first.returncode == 0, first.stderr
     report = json.loads((tmp_path / "train.json").read_text())
-    assert set(report["val_top1_after"]) == {"largest", "smallest"} and len(report["history"]) == 1
+    assert {row["method"] for row in report["proposals"]} == {"vtp", "vitslim", "nvit", "wdpruning", "spvit",
+                                                              "dynamicvit", "patchslim"}
+    assert all(0 <= row["val_top1"] <= 1 and row["predicted_ms"] > 0 for row in report["proposals"])
+    assert len(report["sandwich_history"]) == 1 and report["scorer"] in report["scorer_val_top1"]
     again = run_cli(*args, cache=cache)
-    assert again.returncode == 0 and "resumed" in again.stdout and "supernet epoch" not in again.stdout
+    assert again.returncode == 0 and "cached" in again.stdout and "supernet epoch" not in again.stdout
     assert "at least 1" in error_line(run_cli("train-supernet", "--config", "configs/tiny.yaml", "--epochs", "0",
                                               cache=cache))
+    assert "unknown method 'slim'" in error_line(run_cli("train-supernet", "--config", "configs/tiny.yaml",
+                                                         "--method", "slim", cache=cache))
+
+
+@pytest.mark.parametrize("method", ["vtp", "vitslim", "nvit", "wdpruning", "spvit", "dynamicvit", "patchslim"])
+def test_each_method_alone_runs_end_to_end(cache, tmp_path, method):
+    result = run_cli("train-supernet", "--config", "configs/tiny.yaml", "--method", method, "--epochs", "1",
+                     "--device", "cpu", "--out", str(tmp_path), cache=cache)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "train.json").read_text())
+    assert report["meta"]["methods"] == [method]
+    assert {row["method"] for row in report["proposals"]} == {method}

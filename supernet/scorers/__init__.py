@@ -2,8 +2,9 @@
 
 A scorer maps the tokens entering a block (``x``: [B, 1+n, E], class token first) and, when the subnet
 has one, the class-token attention of the most recent MSA block (``cls_attn``: [B, n]) to a score per
-patch token ([B, n]); the block keeps the top-k. Scorers may hold parameters sized by the embedding
-width; ``width`` is the subnet's embedding width.
+patch token ([B, n]); the block keeps the top-k. A scorer may hold parameters: ``width`` is the subnet's
+embedding width and ``base_width`` the base model's; the supernet holds one full-width scorer per block and
+slices it for a subnet with ``weights_for``, and permutes its inputs with ``reorder_embed``.
 """
 from __future__ import annotations
 
@@ -18,12 +19,19 @@ SCORERS: dict[str, type["TokenScorer"]] = {}
 class TokenScorer(nn.Module):
     name: ClassVar[str]
 
-    def __init__(self, width: int):
+    def __init__(self, width: int, base_width: int):
         super().__init__()
-        self.width = width
+        self.width, self.base_width = width, base_width
 
     def forward(self, x: torch.Tensor, cls_attn: torch.Tensor | None) -> torch.Tensor:
         raise NotImplementedError
+
+    def weights_for(self, width: int) -> dict[str, torch.Tensor]:
+        """This (full-width) scorer's weights for a subnet of embedding width ``width``, as views."""
+        return {}
+
+    def reorder_embed(self, order: torch.Tensor) -> None:
+        """Follow a permutation of the embedding channels (in place)."""
 
 
 def register_scorer(cls: type[TokenScorer]) -> type[TokenScorer]:
@@ -31,10 +39,14 @@ def register_scorer(cls: type[TokenScorer]) -> type[TokenScorer]:
     return cls
 
 
-def build_scorer(name: str, width: int) -> TokenScorer:
+def build_scorer(name: str, width: int, base_width: int) -> TokenScorer:
     if name not in SCORERS:
         raise ValueError(f"unknown token scorer {name!r}; valid scorers are {sorted(SCORERS)}")
-    return SCORERS[name](width)
+    return SCORERS[name](width, base_width)
 
 
-from . import cls_attention  # noqa: E402,F401  (registers itself)
+def has_weights(name: str) -> bool:
+    return any(True for _ in SCORERS[name](8, 8).parameters())
+
+
+from . import cls_attention, dynamicvit, patchslim  # noqa: E402,F401  (each registers itself)

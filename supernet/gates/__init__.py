@@ -1,0 +1,161 @@
+"""Gate methods: how each published method learns what matters. One file per method, registered by name.
+
+A method owns its gates (masks, thresholds, predictors), a loss to train them on the frozen base weights,
+and turns what it learned into plain data: importance scores per axis (to order the shared weights) and
+*proposals* — subnet configs at several sparsity levels, for the search to start from. The driver
+(``learn``) is the same for all of them, the way Optuna's study loop is unaware of its sampler.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from .. import distributed as ddp
+from ..config import SubnetConfig
+from ..space import IntAxis, KeepAxis
+from .forward import Masks, Trace, gated_forward
+
+METHODS: dict[str, type["GateMethod"]] = {}
+
+
+@dataclass
+class UnitCosts:
+    """What one unit of each axis costs in the full model, in ms of measured latency (from the
+    LatencyTable), so methods can be latency-aware rather than FLOPs-aware."""
+
+    total: float        # the full model
+    embed: float        # one embedding channel (across all blocks)
+    head: float         # one head in one block
+    mlp: float          # one MLP unit in one block
+    block: float        # one block
+    conv_saving: float  # turning one block's MSA into conv (negative when conv is slower)
+
+
+class GateMethod(nn.Module):
+    name: ClassVar[str]
+    stage: ClassVar[str] = "width"   # "width": orders the axes, before sandwich training; "tokens": after
+    steps: ClassVar[int] = 40
+    lr: ClassVar[float] = 1e-2
+
+    def __init__(self, sn, costs: UnitCosts):
+        super().__init__()
+        self.costs = costs
+
+    def trainable(self, sn) -> list[nn.Parameter]:
+        """Parameters the optimiser updates: the method's gates and any supernet parts it trains."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def loss(self, sn, x: torch.Tensor, y: torch.Tensor, teacher: Trace) -> tuple[torch.Tensor, dict]:
+        raise NotImplementedError
+
+    def after_backward(self) -> None:
+        """Called after each backward pass, before the optimiser step (NViT accumulates here)."""
+
+    def importance(self) -> dict[str, torch.Tensor]:
+        """Scores, higher = more important: any of "embed" [E], "heads" [D, H], "mlp" [D, M]."""
+        return {}
+
+    def proposals(self, sn) -> list[SubnetConfig]:
+        raise NotImplementedError
+
+
+def register_method(cls: type[GateMethod]) -> type[GateMethod]:
+    METHODS[cls.name] = cls
+    return cls
+
+
+def build_method(name: str, sn, costs: UnitCosts) -> GateMethod:
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; valid methods are {sorted(METHODS)} or 'all'")
+    return METHODS[name](sn, costs).to(sn.vit.cls_token.device)
+
+
+def task_loss(student: torch.Tensor, teacher: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Labels plus distillation from the unpruned model's predictions."""
+    from ..train import distill_loss
+    return F.cross_entropy(student, y) + distill_loss(student, teacher)
+
+
+def learn(sn, method: GateMethod, loader, steps: int | None = None, device="cpu") -> list[dict]:
+    """Train ``method``'s gates on ``sn``'s frozen base weights; returns the per-step logs."""
+    steps = method.steps if steps is None else steps
+    params = method.trainable(sn)
+    synced = list({id(p): p for p in params + list(method.parameters())}.values())
+    train_ids = {id(p) for p in params}
+    requires = [(p, p.requires_grad) for p in sn.parameters()]
+    for p, _ in requires:
+        p.requires_grad_(id(p) in train_ids)
+    opt = torch.optim.AdamW(params, lr=method.lr, weight_decay=0.0) if params else None
+    sn.eval()  # the base model runs as deployed (no dropout); only the gates learn
+    history = []
+    batches = itertools.chain.from_iterable(itertools.repeat(loader))
+    try:
+        bar = tqdm(range(steps), desc=f"{method.name}", leave=False, disable=not ddp.is_main())
+        for _ in bar:
+            x, y = next(batches)
+            x, y = ddp.shard(x).to(device), ddp.shard(y).to(device)
+            with torch.no_grad():
+                teacher = gated_forward(sn, x, taps=True)
+            loss, logs = method.loss(sn, x, y, teacher)
+            if opt is not None:
+                opt.zero_grad(set_to_none=True)
+            for p in synced:
+                p.grad = None
+            loss.backward()
+            ddp.average_grads(synced)
+            method.after_backward()
+            if opt is not None:
+                opt.step()
+            logs = {k: ddp.average(float(v)) for k, v in {"loss": loss.item(), **logs}.items()}
+            history.append(logs)
+            bar.set_postfix({k: f"{v:.3f}" for k, v in logs.items()})
+    finally:
+        for p, flag in requires:
+            p.requires_grad_(flag)
+    return history
+
+
+# --- turning learned scores into configs -------------------------------------------------------------
+def snap(axis: IntAxis, value: float) -> int:
+    """The smallest allowed value >= ``value`` (never below the axis' minimum)."""
+    return next((c for c in axis.choices if c >= value - 1e-9), axis.max)
+
+
+def snap_keep(axis: KeepAxis, value: float) -> float:
+    return next((c for c in axis.choices if c >= value - 1e-9), 1.0)
+
+
+def global_counts(scores: torch.Tensor, keep: float, axis: IntAxis) -> list[int]:
+    """Per-block counts under one global threshold that keeps a ``keep`` fraction of all units."""
+    flat = scores.flatten().float()
+    k = max(1, math.ceil(keep * flat.numel()))
+    threshold = flat.topk(k).values[-1]
+    return [snap(axis, int((row >= threshold).sum())) for row in scores]
+
+
+def make_config(space, embed=None, depth=None, heads=None, mlp=None, ops=None, keep=None) -> SubnetConfig:
+    """A config from any subset of axes (the rest at their largest), cut to ``depth`` and validated."""
+    big = space.largest()
+    d = depth or big.depth
+    cfg = SubnetConfig(embed or big.embed_dim, d, list(heads or big.heads)[:d], list(mlp or big.mlp)[:d],
+                       list(ops or big.ops)[:d], list(keep or big.keep)[:d])
+    return space.validate(cfg)
+
+
+def unique(configs: list[SubnetConfig]) -> list[SubnetConfig]:
+    seen, out = set(), []
+    for c in configs:
+        if c.key() not in seen:
+            seen.add(c.key())
+            out.append(c)
+    return out
+
+
+from . import dynamicvit, nvit, patchslim, spvit, vitslim, vtp, wdpruning  # noqa: E402,F401  (register)

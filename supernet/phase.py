@@ -1,0 +1,156 @@
+"""The gradient phase: every chosen gate method learns on the base weights, their importances order the
+shared weights (the weight-sharing contract), sandwich training makes many subnets good, then the token
+predictors learn on the trained weights and the best token scorer is kept.
+
+State is saved after every method and every sandwich epoch (rank 0, atomically), so an interrupted phase
+resumes where it stopped; the result is one file holding the weights, the importances, every method's
+proposals and the chosen scorer.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from . import distributed as ddp
+from .config import ConfigError, SubnetConfig
+from .gates import METHODS, UnitCosts, build_method, learn
+from .importance import Importance, magnitude_importance, reorder
+from .train import train_supernet
+
+ORDER = ("vtp", "vitslim", "nvit", "wdpruning", "spvit", "dynamicvit", "patchslim")
+
+
+def resolve_methods(spec: str | list[str]) -> list[str]:
+    """``"all"``, one name, or a comma-separated list -> method names in the phase's order."""
+    names = list(ORDER) if spec == "all" else ([spec] if isinstance(spec, str) else list(spec))
+    names = [n.strip() for part in names for n in part.split(",") if n.strip()]
+    unknown = [n for n in names if n not in METHODS]
+    if unknown or not names:
+        raise ConfigError(f"unknown method {unknown[0] if unknown else spec!r}; choose 'all' or any of "
+                          f"{list(ORDER)} (comma-separated)")
+    return [n for n in ORDER if n in names]
+
+
+def _ranks(t: torch.Tensor) -> torch.Tensor:
+    """Scores -> ranks in [0, 1] along the last axis (so methods with different scales can be averaged)."""
+    r = t.float().argsort(dim=-1, stable=True).argsort(dim=-1, stable=True).float()
+    return r / max(1, t.shape[-1] - 1)
+
+
+def combine(sn, scores: list[dict[str, torch.Tensor]]) -> Importance:
+    """One ordering per axis: the mean rank over the methods that score it (magnitude for the others)."""
+    fallback = magnitude_importance(sn)
+    base = {"embed": fallback.embed, "heads": torch.stack(fallback.heads), "mlp": torch.stack(fallback.mlp)}
+    axes = {}
+    for axis, default in base.items():
+        given = [s[axis].cpu() for s in scores if axis in s]
+        axes[axis] = torch.stack([_ranks(t) for t in given]).mean(0) if given else default.cpu()
+    return Importance(embed=axes["embed"], heads=list(axes["heads"]), mlp=list(axes["mlp"]))
+
+
+def _save(path: Path, state: dict) -> None:
+    if ddp.is_main():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        tmp.replace(path)  # atomic: an interrupted save never corrupts the last good state
+    ddp.barrier()
+
+
+def gradient_phase(sn, loader, methods: list[str], costs: UnitCosts, out: str | Path, meta: dict,
+                   epochs: int, lr: float = 5e-4, n_random: int = 2, seed: int = 0, device="cpu",
+                   evaluate: Callable[[SubnetConfig], float] | None = None, log=print) -> dict:
+    """Run (or resume) the phase into ``out``; returns the saved result (also ``out/supernet.pt``).
+
+    ``evaluate(cfg)`` (val top-1 on shared weights) picks the token scorer when token methods ran.
+    """
+    out = Path(out)
+    state_path = out / "phase.pt"
+    state = {"meta": meta, "done": [], "proposals": {}, "importance": {}, "logs": {}, "reordered": False,
+             "sandwich": False}
+    if state_path.is_file():
+        saved = torch.load(state_path, map_location=device, weights_only=True)
+        if saved["meta"] != meta:
+            raise ConfigError(f"{state_path} belongs to another config or base model; pass another --out or "
+                              "delete that folder to start over")
+        sn.load_state_dict(saved.pop("supernet"))
+        state = saved
+        log(f"gradient phase: resuming from {state_path} (done: {', '.join(state['done']) or 'nothing'})")
+
+    def run_method(name: str, index: int) -> None:
+        torch.manual_seed(seed * 1000 + index)
+        method = build_method(name, sn, costs)
+        history = learn(sn, method, loader, device=device)
+        state["proposals"][name] = [c.to_dict() for c in method.proposals(sn)]
+        state["importance"][name] = {k: v.cpu() for k, v in method.importance().items()}
+        state["logs"][name] = last = history[-1] if history else {}
+        state["done"].append(name)
+        _save(state_path, {**state, "supernet": sn.state_dict()})
+        log(f"{name}: {len(history)} steps, " + ", ".join(f"{k} {v:.3f}" for k, v in last.items()) +
+            f"; {len(state['proposals'][name])} proposals")
+
+    for index, name in enumerate(methods):
+        if METHODS[name].stage == "width" and name not in state["done"]:
+            run_method(name, index)
+    if not state["reordered"]:
+        scores = [state["importance"][n] for n in state["done"] if state["importance"].get(n)]
+        reorder(sn, combine(sn, scores))
+        state["reordered"] = True
+        _save(state_path, {**state, "supernet": sn.state_dict()})
+        log("gradient phase: shared weights ordered by " + (", ".join(n for n in state["done"]
+                                                                      if state["importance"].get(n)) or "magnitude"))
+    if not state["sandwich"]:
+        state["sandwich_history"] = train_supernet(sn, loader, epochs, lr, n_random=n_random, seed=seed,
+                                                   checkpoint=out / "sandwich.pt", device=device, log=log)
+        state["sandwich"] = True
+        _save(state_path, {**state, "supernet": sn.state_dict()})
+    for index, name in enumerate(methods):
+        if METHODS[name].stage == "tokens" and name not in state["done"]:
+            run_method(name, index)
+
+    scorers = {"cls_attention": []} | {METHODS[n].scorer: [] for n in state["done"] if METHODS[n].stage == "tokens"}
+    token_configs = [SubnetConfig.from_dict(c) for n in state["done"] if METHODS[n].stage == "tokens"
+                     for c in state["proposals"][n]]
+    token_configs = [c for c in token_configs if min(c.keep) < 1.0]
+    if len(scorers) > 1 and evaluate is not None and token_configs:
+        for name in scorers:
+            sn.use_scorer(name)
+            scorers[name] = [evaluate(c) for c in token_configs]
+        best = max(scorers, key=lambda n: sum(scorers[n]))
+        log("token scorers, mean val top-1 over the token proposals: " +
+            ", ".join(f"{n} {sum(v) / len(v):.1%}" for n, v in scorers.items()) + f" -> {best}")
+    else:
+        best = sn.spec.scorer
+    sn.use_scorer(best)
+    result = {"meta": meta, "supernet": sn.state_dict(), "scorer": best, "proposals": state["proposals"],
+              "importance": state["importance"], "logs": state["logs"],
+              "scorer_val_top1": {n: v for n, v in scorers.items() if v},
+              "sandwich_history": state.get("sandwich_history", [])}
+    _save(out / "supernet.pt", result)
+    return result
+
+
+def load_phase(sn, path: str | Path, device="cpu", meta: dict | None = None) -> dict:
+    """Load a finished phase into ``sn`` (weights and scorer); returns the saved result. With ``meta``,
+    refuse a file made for another config or base model."""
+    result = torch.load(path, map_location=device, weights_only=True)
+    if meta is not None and result["meta"] != meta:
+        raise ConfigError(f"{path} was trained for another config, base model or method set; pass another "
+                          "--out or delete that folder")
+    sn.load_state_dict(result["supernet"])
+    sn.use_scorer(result["scorer"])
+    return result
+
+
+def proposals(result: dict) -> list[SubnetConfig]:
+    """Every method's proposals, each config once, in method order."""
+    seen, configs = set(), []
+    for name in ORDER:
+        for d in result["proposals"].get(name, []):
+            cfg = SubnetConfig.from_dict(d)
+            if cfg.key() not in seen:
+                seen.add(cfg.key())
+                configs.append(cfg)
+    return configs

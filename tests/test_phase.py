@@ -1,0 +1,88 @@
+"""The gradient phase: methods, ordering, sandwich training, scorer choice; resumable; data-parallel."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from conftest import ROOT, micro_vit
+from supernet import ConfigError, Supernet
+from supernet.phase import gradient_phase, load_phase, proposals
+from test_gates import COSTS
+
+
+def _loader():
+    g = torch.Generator().manual_seed(0)
+    data = TensorDataset(torch.randn(64, 1, 32, 32, generator=g), torch.randint(0, 10, (64,), generator=g))
+    return DataLoader(data, batch_size=32, shuffle=True)
+
+
+def _phase(out, log=lambda *_: None, evaluate=None, methods=("vtp", "dynamicvit")):
+    sn = Supernet.from_timm(micro_vit())
+    result = gradient_phase(sn, _loader(), list(methods), COSTS, out, {"test": 1}, epochs=1, evaluate=evaluate,
+                            log=log)
+    return sn, result
+
+
+def test_phase_saves_weights_proposals_and_the_chosen_scorer(tmp_path):
+    # an evaluator that prefers one scorer, to see the choice is made from its numbers
+    def evaluate(cfg):
+        return 1.0 if sn_holder[0].spec.scorer == "dynamicvit" else 0.5
+
+    sn_holder = []
+    sn = Supernet.from_timm(micro_vit())
+    sn_holder.append(sn)
+    result = gradient_phase(sn, _loader(), ["vtp", "dynamicvit"], COSTS, tmp_path, {"test": 1}, epochs=1,
+                            evaluate=evaluate, log=lambda *_: None)
+    assert result["scorer"] == "dynamicvit" and sn.spec.scorer == "dynamicvit"
+    assert set(result["proposals"]) == {"vtp", "dynamicvit"}
+    assert set(result["importance"]["vtp"]) == {"embed"}
+    assert len(result["sandwich_history"]) == 1
+    fresh = Supernet.from_timm(micro_vit(seed=5))
+    loaded = load_phase(fresh, tmp_path / "supernet.pt", meta={"test": 1})
+    assert fresh.spec.scorer == "dynamicvit" and len(proposals(loaded)) >= 4
+    x = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        for cfg in proposals(loaded):
+            assert torch.allclose(fresh(x, cfg), sn(x, cfg), atol=1e-6)
+    with pytest.raises(ConfigError, match="another config"):
+        load_phase(fresh, tmp_path / "supernet.pt", meta={"test": 2})
+
+
+def test_interrupted_phase_resumes_to_the_same_result(tmp_path):
+    straight, _ = _phase(tmp_path / "a")
+
+    def interrupt(line):
+        if line.startswith("vtp:"):
+            raise KeyboardInterrupt  # Ctrl-C right after the first method finished and was saved
+
+    with pytest.raises(KeyboardInterrupt):
+        _phase(tmp_path / "b", log=interrupt)
+    lines = []
+    resumed, _ = _phase(tmp_path / "b", log=lines.append)
+    assert any("resuming" in line and "vtp" in line for line in lines)
+    assert not any(line.startswith("vtp:") for line in lines)  # vtp did not run again
+    for (k, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6), k
+
+
+def test_two_processes_equal_one_on_the_same_global_batch(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    worker = str(ROOT / "tests" / "ddp_worker.py")
+    single = subprocess.run([sys.executable, worker, str(tmp_path / "one.pt")], env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert single.returncode == 0, single.stderr
+    double = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                             worker, str(tmp_path / "two.pt")], env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert double.returncode == 0, double.stderr[-3000:]
+    one = torch.load(tmp_path / "one.pt", weights_only=True)
+    two = torch.load(tmp_path / "two.pt", weights_only=True)
+    assert one["world"] == 1 and two["world"] == 2
+    moved = 0
+    for k in one["start"]:
+        assert torch.allclose(one["end"][k], two["end"][k], atol=1e-5), k
+        moved += not torch.equal(one["start"][k], one["end"][k])
+    assert moved > 10  # the comparison covers trained weights, not untouched ones
