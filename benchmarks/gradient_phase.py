@@ -4,9 +4,10 @@
 
 1. Phase time (from its train.json; the phase runs here first if it is not cached).
 2. The best config at ``ratio`` × the base model's *measured* latency, on shared weights, no retraining:
-   candidates are the gate proposals, the largest subnet cut along each axis, and mutations of the best
-   ones, kept when the latency table predicts them within budget; the most accurate are then measured,
-   each interleaved with the base model, and the best one that measures within budget is reported.
+   candidates are the gate proposals, the largest subnet cut in depth, width and MLP and combined with the
+   token proposals, and mutations of the best ones, kept when the latency table predicts them within
+   ``slack`` × budget (the table's error is ~10%); the most accurate are then measured, each interleaved
+   with the base model, and the best one that *measures* within budget is reported.
 3. Ranking fidelity: Kendall τ between shared-weight val top-1 and val top-1 after a short fine-tune
    (distillation from the base model) of ``--subnets`` random subnets.
 """
@@ -93,6 +94,9 @@ def main() -> None:
     p.add_argument("--subnets", type=int, default=12)
     p.add_argument("--finetune-steps", type=int, default=60)
     p.add_argument("--rounds", type=int, default=4)
+    p.add_argument("--slack", type=float, default=1.2)
+    p.add_argument("--grid", type=int, default=120, help="grid candidates (depth × width × MLP × tokens) to try")
+    p.add_argument("--measure", type=int, default=10, help="most accurate candidates to measure")
     args = p.parse_args()
     torch.manual_seed(0)
     prep = prepare(args.config, "cpu")
@@ -121,40 +125,56 @@ def main() -> None:
             space.validate(cfg)
         except ValueError:
             return
-        if cfg.key() not in scores and table.predict(cfg) <= budget:
+        if cfg.key() not in scores and table.predict(cfg) <= args.slack * budget:
             scores[cfg.key()] = (evaluate_accuracy(sn, val, cfg), cfg)
 
     big = space.largest()
     for cfg in proposals(result):
         consider(cfg)
-    for d in space.depth.choices:
-        consider(cut(big, d))
-        for e in space.embed_dim.choices:
-            consider(replace(cut(big, d), embed_dim=e))
+    tokens = [c.keep for c in proposals(result) if min(c.keep) < 1] + [big.keep]
+    grid = [replace(cut(big, d), embed_dim=e, mlp=[m] * d, keep=keep[:d]) for d in space.depth.choices
+            for e in space.embed_dim.choices[-3:] for m in space.mlp.choices[::3] for keep in tokens]
+    rng.shuffle(grid)
+    before = len(scores)
+    for cfg in grid:
+        if len(scores) - before >= args.grid:
+            break
+        consider(cfg)
     for _ in range(args.rounds):
         best = sorted(scores.values(), key=lambda t: -t[0])[:5]
         for _, cfg in best:
             for _ in range(6):
                 consider(mutate(space, cfg, rng))
-    ranked = sorted(scores.values(), key=lambda t: -t[0])[:5]
-    models = {"base": workload.model} | {f"c{i}": sn.extract(c).eval() for i, (_, c) in enumerate(ranked)}
-    measured = measure_latency_interleaved(models, shape, "cpu", 1, prep.threads, 20, 200)
-    ratios = {k: measured[k].median_ms / measured["base"].median_ms for k in measured}
-    ok = [(acc, cfg, ratios[f"c{i}"]) for i, (acc, cfg) in enumerate(ranked) if ratios[f"c{i}"] <= args.ratio]
-    rows.append((f"configs evaluated under {args.ratio:.0%} of base (predicted)",
-                 f"{len(scores)} in {time.perf_counter() - start:.0f} s"))
-    if ok:
-        acc, cfg, ratio = ok[0]
+    # the most accurate first, measured in groups (each interleaved with the base model) until one fits
+    ranked = sorted(scores.values(), key=lambda t: -t[0])
+    measured_ok, tried = [], []
+    for start_at in range(0, min(len(ranked), args.measure * 4), args.measure):
+        group = ranked[start_at:start_at + args.measure]
+        models = {"base": workload.model} | {f"c{i}": sn.extract(c).eval() for i, (_, c) in enumerate(group)}
+        measured = measure_latency_interleaved(models, shape, "cpu", 1, prep.threads, 20, 200)
+        for i, (acc, cfg) in enumerate(group):
+            ratio = measured[f"c{i}"].median_ms / measured["base"].median_ms
+            tried.append((acc, ratio))
+            if ratio <= args.ratio:
+                measured_ok.append((acc, cfg, ratio))
+        if measured_ok:
+            break
+    rows.append((f"configs evaluated under {args.slack:.1f} × {args.ratio:.0%} of base (predicted)",
+                 f"{len(scores)} in {time.perf_counter() - start:.0f} s; measured {len(tried)}: " +
+                 ", ".join(f"{a:.1%} at {r:.2f}×" for a, r in tried)))
+    if measured_ok:
+        acc, cfg, ratio = max(measured_ok, key=lambda t: t[0])
         rows.append((f"best config measured within {args.ratio:.0%} of base latency",
                      f"val top-1 {acc:.1%} ({(acc - base_val) * 100:+.1f} pts vs base), measured "
                      f"{ratio:.2f}× base; {cfg.to_dict()}"))
     else:
-        rows.append((f"best config within {args.ratio:.0%} of base", "none of the top 5 measured within budget: " +
-                     ", ".join(f"{ratios[f'c{i}']:.2f}×" for i in range(len(ranked)))))
+        rows.append((f"best config within {args.ratio:.0%} of base", "none of those measured is within budget"))
 
     # --- ranking fidelity ----------------------------------------------------------------------------
     from torch.utils.data import DataLoader
 
+    if not args.subnets:
+        return _print(rows)
     start = time.perf_counter()
     loader = DataLoader(workload.splits["train"], batch_size=64, shuffle=True)
     sample = [space.sample(rng) for _ in range(args.subnets)]
@@ -166,6 +186,10 @@ def main() -> None:
                  f"{args.subnets} random subnets", f"{tau:.2f} ({time.perf_counter() - start:.0f} s)"))
     rows.append(("  shared-weight val top-1", ", ".join(f"{v:.0%}" for v in shared)))
     rows.append(("  after fine-tune", ", ".join(f"{v:.0%}" for v in tuned)))
+    _print(rows)
+
+
+def _print(rows) -> None:
     print("\n| figure | value |\n|---|---|")
     for k, v in rows:
         print(f"| {k} | {v} |")

@@ -1,4 +1,5 @@
 """The search: ``python -m search``; workloads, the main job and its results."""
+from .results import Results, load_results
 from .workload import Workload, load_config, load_workload
 
-__all__ = ["Workload", "load_config", "load_workload"]
+__all__ = ["Results", "Workload", "load_config", "load_results", "load_workload"]

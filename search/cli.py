@@ -8,10 +8,34 @@ from supernet import ConfigError, UnsupportedModel
 
 
 def _run(args: argparse.Namespace) -> None:
-    from .run import prepare_and_report
+    from .run import search_command
 
-    prepare_and_report(config_path=args.config, budget_ms=args.budget_ms, device=args.device,
-                       batch_size=args.batch_size, threads=args.threads, out=args.out)
+    search_command(config_path=args.config, budget_ms=args.budget_ms, device=args.device,
+                   batch_size=args.batch_size, threads=args.threads, trials=args.trials, timeout=args.timeout,
+                   sampler=args.sampler, seed=args.seed, storage=args.storage, study_name=args.study,
+                   workers=args.workers, out=args.out)
+
+
+def _worker(args: argparse.Namespace) -> None:
+    from .run import worker_command
+
+    worker_command(args.storage, args.study, args.trials)
+
+
+def _show(args: argparse.Namespace) -> None:
+    from .results import load_results
+
+    r = load_results(args.results)
+    cols = [c for c in ("number", "val_top1", "test_top1", "measured_ms", "remeasured_ms", "ratio_to_base",
+                        "predicted_ms", "flops", "params", "embed_dim", "depth") if c in r.pareto]
+    print(f"{args.results}: {len(r.trials)} trials, {len(r.pareto)} on the Pareto front")
+    print(r.pareto[cols].to_string(index=False))
+
+
+def _export(args: argparse.Namespace) -> None:
+    from .export import export_command
+
+    export_command(args.results, args.trial, args.to)
 
 
 def _train_supernet(args: argparse.Namespace) -> None:
@@ -36,8 +60,29 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     run.add_argument("--batch-size", type=int, default=1, help="batch size the latency is measured at")
     run.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's default)")
-    run.add_argument("--out", default=None, help="output folder (default: results/<config name>)")
+    run.add_argument("--trials", type=int, default=100, help="trials in the study, all workers together")
+    run.add_argument("--timeout", type=float, default=None, help="stop starting trials after this many seconds")
+    run.add_argument("--sampler", default="nsga2", help="nsga2 (default), tpe or random")
+    run.add_argument("--seed", type=int, default=0, help="sampler seed")
+    run.add_argument("--storage", default=None, help="Optuna storage URL, e.g. postgresql://user@host/db "
+                     "(default: sqlite in the output folder)")
+    run.add_argument("--study", default=None, help="study name (default: the output folder's name)")
+    run.add_argument("--workers", type=int, default=1, help="local processes running trials on one storage")
+    run.add_argument("--out", default=None, help="output folder (default: results/<study or config name>)")
     run.set_defaults(func=_run)
+    worker = sub.add_parser("worker", help="join a study on a shared storage and run its trials")
+    worker.add_argument("--storage", required=True, help="the study's storage URL")
+    worker.add_argument("--study", required=True, help="the study's name")
+    worker.add_argument("--trials", type=int, default=None, help="stop when the study has this many trials")
+    worker.set_defaults(func=_worker)
+    show = sub.add_parser("show", help="print a search's Pareto front")
+    show.add_argument("results", help="a search's output folder")
+    show.set_defaults(func=_show)
+    export = sub.add_parser("export", help="write a trial's config, extracted model (safetensors) and ONNX")
+    export.add_argument("results", help="a search's output folder")
+    export.add_argument("--trial", type=int, required=True, help="trial number (see `show`)")
+    export.add_argument("--to", required=True, help="folder to write into")
+    export.set_defaults(func=_export)
     train = sub.add_parser("train-supernet", help="the gradient phase: gate methods, importance ordering, "
                                                    "sandwich training (resumable; runs under torchrun)")
     train.add_argument("--config", default=None, help="workload YAML (default: the bundled configs/default.yaml)")

@@ -1,4 +1,4 @@
-"""The jobs behind the CLI: prepare the workload, run (or load) the gradient phase, report against a budget."""
+"""The jobs behind the CLI: prepare the workload, run (or load) the gradient phase, search under a budget."""
 from __future__ import annotations
 
 import inspect
@@ -12,11 +12,12 @@ import torch
 import supernet.gates
 import supernet.phase
 import supernet.train
-from evaluators import LatencyTable, evaluate_accuracy, measure_latency, resolve_device
+from evaluators import Latency, LatencyTable, evaluate_accuracy, measure_latency, resolve_device
 from supernet import ConfigError, Supernet
 from supernet import distributed as ddp
 from supernet.phase import gradient_phase, load_phase, proposals, resolve_methods
 
+from .optimize import Objective, build_sampler, config_params
 from .workload import Workload, _hash, cache_dir, load_config, load_workload
 
 
@@ -112,49 +113,95 @@ def phase_report(p: Prepared, result: dict, seconds: float) -> dict:
             "method_logs": result["logs"], "sandwich_history": result["sandwich_history"], "proposals": rows}
 
 
-def prepare_and_report(config_path=None, budget_ms: float = 5.0, device="auto", batch_size: int = 1,
-                       threads: int | None = None, out=None, log=print) -> dict:
-    """Prepare the base model, supernet (gradient phase, cached) and latency table; report against the budget."""
-    start = time.perf_counter()
-    p = prepare(config_path, device, batch_size, threads, log)
-    config, workload, sn, table, dev = p.config, p.workload, p.sn, p.table, p.device
-    lat = config["latency"]
-    base = measure_latency(workload.model, workload.input_shape, dev, batch_size, p.threads, lat["warmup"],
-                           lat["repeats"])
-    table.anchor(sn.space.largest(), base.median_ms)  # re-anchor: absorbs this machine's drift today
-    smallest = table.predict(sn.space.smallest())
+def _check_budget(p: Prepared, budget_ms: float) -> Latency:
+    """Measure the base model, re-anchor the table on it, and refuse a budget no subnet can meet."""
+    lat = p.config["latency"]
+    base = measure_latency(p.workload.model, p.workload.input_shape, p.device, p.batch_size, p.threads,
+                           lat["warmup"], lat["repeats"])
+    p.table.anchor(p.sn.space.largest(), base.median_ms)  # absorbs this machine's drift today
+    smallest = p.table.predict(p.sn.space.smallest())
     if budget_ms < smallest:
         raise ConfigError(f"budget {budget_ms} ms is below the smallest subnet's predicted latency "
-                          f"{smallest:.2f} ms ({dev}, batch {batch_size}, torch-eager); use --budget-ms "
+                          f"{smallest:.2f} ms ({p.device}, batch {p.batch_size}, torch-eager); use --budget-ms "
                           f"{smallest * 1.05:.2f} or more")
+    return base
+
+
+def search_command(config_path=None, budget_ms: float = 5.0, device="auto", batch_size: int = 1,
+                   threads: int | None = None, trials: int = 100, timeout: float | None = None,
+                   sampler: str = "nsga2", seed: int | None = 0, storage: str | None = None,
+                   study_name: str | None = None, workers: int = 1, out=None, log=print) -> dict:
+    """The main job: prepare (cached), then an Optuna study under the budget; writes the results folder."""
+    from torch.utils.data import DataLoader
+
+    from .study import open_study, run_trials, start_workers, write_results
+
+    if trials < 1 or workers < 1:
+        raise ConfigError("--trials and --workers must be at least 1")
+    build_sampler(sampler, seed)  # an unknown sampler fails before any work
+    p = prepare(config_path, device, batch_size, threads, log)
+    base = _check_budget(p, budget_ms)
     result = ensure_supernet(p, log=log)
-    table.scorer = sn.spec.scorer
-    feasible = [c for c in proposals(result) if table.predict(c) <= budget_ms]
-    measured = workload.metrics  # trained here: the figures were taken when the cache entry was written
-    val = measured["val_top1"] if "val_top1" in measured else evaluate_accuracy(workload.model, workload.splits["val"])
-    test = measured["test_top1"] if "test_top1" in measured else evaluate_accuracy(workload.model,
-                                                                                   workload.splits["test"])
-    report = {
-        "config": config["name"], "model": config["model"]["name"], "checkpoint_hash": workload.checkpoint_hash,
-        "device": str(dev), "batch_size": batch_size, "threads": p.threads, "budget_ms": budget_ms,
-        "base_latency_ms": round(base.median_ms, 3), "base_latency": str(base),
-        "smallest_subnet_predicted_ms": round(smallest, 3),
-        "base_val_top1": val, "base_test_top1": test,
-        "base_prep_seconds": workload.metrics.get("prep_seconds"),
-        "proposals_within_budget": len(feasible), "token_scorer": result["scorer"],
-        "seconds": round(time.perf_counter() - start, 1),
-    }
-    out = Path(out) if out else Path("results") / config["name"]
+    p.table.scorer = p.sn.spec.scorer
+    out = Path(out) if out else Path("results") / (study_name or p.config["name"])
     out.mkdir(parents=True, exist_ok=True)
-    (out / "base.json").write_text(json.dumps(report, indent=1))
-    verdict = ("meets the budget already" if base.median_ms <= budget_ms else
-               f"is {base.median_ms / budget_ms:.2f}× over the budget: subnets down to {smallest:.2f} ms exist")
-    log(f"base model {config['model']['name']}: val top-1 {val:.1%}, test top-1 {test:.1%}")
-    log(f"base latency {base}")
-    log(f"budget {budget_ms} ms: the base model {verdict}; {len(feasible)} gate proposals are predicted "
-        "within it")
-    log(f"wrote {out / 'base.json'}")
-    return report
+    storage = storage or f"sqlite:///{(out / 'study.db').resolve()}"
+    name = study_name or out.resolve().name
+    study = open_study(storage, name, sampler, seed)
+    settings = {"config_path": str(Path(config_path).resolve()) if config_path else None, "budget_ms": budget_ms,
+                "device": str(p.device), "batch_size": batch_size, "threads": p.threads, "sampler": sampler,
+                "seed": seed, "base": p.workload.checkpoint_hash}
+    if study.user_attrs.get("settings", settings) != settings:
+        raise ConfigError(f"study {name!r} in {storage} was run with other settings "
+                          f"({study.user_attrs['settings']}); pass another --out or --study")
+    study.set_user_attr("settings", settings)
+    (out / "run.json").write_text(json.dumps({"settings": settings, "storage": storage, "study": name}, indent=1))
+    if not study.trials:  # the gradient phase's proposals go first
+        for cfg in proposals(result):
+            study.enqueue_trial(config_params(cfg, p.sn.space), skip_if_exists=True)
+    log(f"search: {trials} trials, {sampler}, budget {budget_ms} ms ({p.device}, batch {batch_size}, "
+        f"{p.threads} threads, torch-eager), study {name!r} in {storage}")
+    lat = p.config["latency"]
+    objective = Objective(p.sn, p.table, DataLoader(p.workload.splits["val"], batch_size=256), budget_ms,
+                          p.workload.input_shape, p.device, batch_size, p.threads, lat["warmup"], lat["repeats"])
+    procs = start_workers(workers - 1, storage, name, trials, log) if workers > 1 else []
+    try:
+        run_trials(study, objective, trials, timeout, show=True)
+    finally:
+        for proc in procs:
+            _, err = proc.communicate()
+            if proc.returncode:
+                log(f"a worker exited with {proc.returncode}: {err.strip().splitlines()[-1] if err.strip() else ''}")
+    summary = write_results(study, p, base, budget_ms, out, log)
+    log(f"base model: {base}")
+    log((out / "summary.md").read_text())
+    log(f"wrote {out}/: trials.csv, pareto.csv, best.yaml, pareto.png, summary.md" +
+        (", study.db" if storage.endswith("study.db") else ""))
+    return summary
+
+
+def worker_command(storage: str, study_name: str, trials: int | None = None, log=print) -> None:
+    """Join a study another `search run` opened (same storage, e.g. PostgreSQL) and run trials for it."""
+    import optuna
+    from torch.utils.data import DataLoader
+
+    from .study import open_study, run_trials
+
+    try:
+        settings = optuna.load_study(study_name=study_name, storage=storage).user_attrs["settings"]
+    except (KeyError, ValueError) as e:
+        raise ConfigError(f"no vitnas study {study_name!r} in {storage} ({e}); start one with "
+                          "`python -m search run --storage ... --study ...`") from None
+    p = prepare(settings["config_path"], settings["device"], settings["batch_size"], settings["threads"], log)
+    _check_budget(p, settings["budget_ms"])
+    ensure_supernet(p, log=log)
+    p.table.scorer = p.sn.spec.scorer
+    study = open_study(storage, study_name, settings["sampler"], None)
+    lat = p.config["latency"]
+    objective = Objective(p.sn, p.table, DataLoader(p.workload.splits["val"], batch_size=256),
+                          settings["budget_ms"], p.workload.input_shape, p.device, p.batch_size, p.threads,
+                          lat["warmup"], lat["repeats"])
+    run_trials(study, objective, trials or 10**9, None, show=False)
 
 
 def train_supernet_command(config_path=None, method: str | None = None, epochs: int | None = None,

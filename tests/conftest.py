@@ -30,6 +30,12 @@ def micro_vit(seed: int = 0, **kwargs) -> torch.nn.Module:
     return vit
 
 
+@pytest.fixture(scope="session")
+def cache(tmp_path_factory):
+    """One cache for every command-line test: the tiny base model, table and supernet are made once."""
+    return tmp_path_factory.mktemp("cli-cache")
+
+
 @pytest.fixture
 def sn() -> Supernet:
     return Supernet.from_timm(micro_vit()).eval()

@@ -12,6 +12,14 @@ from torch import Tensor, nn
 from . import Runtime, register_runtime
 
 
+def export_onnx(model: nn.Module, example: Tensor, path: str | Path) -> None:
+    """One self-contained ONNX file of ``model`` at ``example``'s shape."""
+    # torch>=2.9 defaults to the torch.export-based ("dynamo") exporter; it handles timm ViTs (incl.
+    # scaled_dot_product_attention) and topk + gather, and is the maintained path (the TorchScript one is
+    # deprecated). external_data=False keeps weights in the one file; verbose=False silences its log.
+    torch.onnx.export(model, (example,), str(path), dynamo=True, external_data=False, verbose=False)
+
+
 @register_runtime
 class OnnxRuntime(Runtime):
     name = "onnxruntime"
@@ -30,13 +38,7 @@ class OnnxRuntime(Runtime):
         model.to(device="cpu", dtype=example.dtype)
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "model.onnx"
-            # torch>=2.9 defaults to the torch.export-based ("dynamo") exporter; it handles timm
-            # ViTs (incl. scaled_dot_product_attention) and topk + gather, and is the maintained
-            # path (the TorchScript one is deprecated). Input shape is fixed to the example's.
-            # external_data=False keeps weights in the one file; verbose=False silences its log.
-            torch.onnx.export(
-                model, (example,), path, dynamo=True, external_data=False, verbose=False
-            )
+            export_onnx(model, example, path)
             options = ort.SessionOptions()
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1  # one graph, run sequentially: no inter-op pool

@@ -1,0 +1,120 @@
+"""The outer loop: an Optuna study over the supernet's search space.
+
+Every axis is a trial parameter, per-block ones suggested for all ``max_depth`` blocks in every trial
+(fixed names such as ``heads_7``; those past the trial's depth are ignored) so NSGA-II's crossover sees
+one intersection space. Two objectives — val top-1 on shared weights (max) and the extracted subnet's
+measured latency (min) — and the budget as a constraint (measured − budget ≤ 0).
+The latency table skips configs that cannot meet the budget; they are recorded as pruned trials with
+their prediction, not dropped. Every completed trial stores its config and numbers as user attributes,
+so the study describes itself in any Optuna tool.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import optuna
+from optuna.trial import Trial
+
+from evaluators import count_cost, evaluate_accuracy, measure_latency
+from supernet import SubnetConfig
+
+SKIP_MARGIN = 1.25  # configs predicted above budget × this are skipped (the table's error is ~10%)
+
+
+# The budget is a trial constraint (``trial.set_constraint``, Optuna 5's successor of ``constraints_func``):
+# feasibility then takes part in NSGA-II's and TPE's ranking.
+SAMPLERS: dict[str, Callable[[int | None], optuna.samplers.BaseSampler]] = {
+    "nsga2": lambda seed: optuna.samplers.NSGAIISampler(seed=seed, population_size=20),
+    "tpe": lambda seed: optuna.samplers.TPESampler(seed=seed, multivariate=True),
+    "random": lambda seed: optuna.samplers.RandomSampler(seed=seed),
+}
+
+
+def build_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
+    if name not in SAMPLERS:
+        raise ValueError(f"unknown sampler {name!r}; choose one of {sorted(SAMPLERS)}")
+    return SAMPLERS[name](seed)
+
+
+def _suggest(trial: Trial, name: str, choices: list):
+    """Ordered choices on a regular grid become int/float parameters (samplers use the order)."""
+    steps = {round(b - a, 9) for a, b in zip(choices, choices[1:])}
+    if len(steps) == 1 and isinstance(choices[0], int):
+        return trial.suggest_int(name, choices[0], choices[-1], step=int(steps.pop()))
+    if len(steps) == 1:
+        return round(trial.suggest_float(name, choices[0], choices[-1], step=steps.pop()), 6)
+    return trial.suggest_categorical(name, choices)
+
+
+def suggest_config(trial: Trial, space) -> SubnetConfig:
+    D = space.depth.max
+    embed = _suggest(trial, "embed_dim", space.embed_dim.choices)
+    depth = _suggest(trial, "depth", space.depth.choices)
+    heads = [_suggest(trial, f"heads_{i}", space.heads.choices) for i in range(D)]
+    mlp = [_suggest(trial, f"mlp_{i}", space.mlp.choices) for i in range(D)]
+    ops = [trial.suggest_categorical(f"ops_{i}", list(space.ops)) for i in range(D)]
+    keep = [_suggest(trial, f"keep_{i}", space.keep.choices) for i in range(D)]
+    return repair(SubnetConfig(embed, depth, heads[:depth], mlp[:depth], ops[:depth], keep[:depth]))
+
+
+def repair(cfg: SubnetConfig) -> SubnetConfig:
+    """Make independently sampled per-block values obey the space's rules: tokens once dropped stay
+    dropped (running minimum of keep) and conv only before the first drop."""
+    keep, ops, low = [], [], 1.0
+    for k, op in zip(cfg.keep, cfg.ops):
+        low = min(low, k)
+        keep.append(low)
+        ops.append(op if low >= 1.0 else "msa")
+    return SubnetConfig(cfg.embed_dim, cfg.depth, cfg.heads, cfg.mlp, ops, keep)
+
+
+def config_params(cfg: SubnetConfig, space) -> dict:
+    """The trial parameters that suggest ``cfg`` (blocks past its depth get the largest values)."""
+    big = space.largest()
+    params = {"embed_dim": cfg.embed_dim, "depth": cfg.depth}
+    for i in range(space.depth.max):
+        inside = i < cfg.depth
+        params[f"heads_{i}"] = cfg.heads[i] if inside else big.heads[i]
+        params[f"mlp_{i}"] = cfg.mlp[i] if inside else big.mlp[i]
+        params[f"ops_{i}"] = cfg.ops[i] if inside else "msa"
+        params[f"keep_{i}"] = cfg.keep[i] if inside else cfg.keep[-1]
+    return params
+
+
+class Objective:
+    """Numbers for one trial; the study decides what to try next."""
+
+    def __init__(self, sn, table, val_loader, budget_ms: float, input_shape, device, batch_size: int,
+                 threads: int, warmup: int, repeats: int):
+        self.sn, self.table, self.val = sn, table, val_loader
+        self.budget, self.shape, self.device = budget_ms, input_shape, device
+        self.batch_size, self.threads, self.warmup, self.repeats = batch_size, threads, warmup, repeats
+        self.seen: dict[tuple, dict] = {}  # repaired configs repeat: measure each once per process
+
+    def __call__(self, trial: Trial) -> tuple[float, float]:
+        cfg = suggest_config(trial, self.sn.space)
+        self.sn.space.validate(cfg)
+        predicted = self.table.predict(cfg)
+        trial.set_user_attr("config", cfg.to_dict())
+        trial.set_user_attr("predicted_ms", round(predicted, 4))
+        if predicted > SKIP_MARGIN * self.budget:
+            trial.set_user_attr("skipped", "predicted latency over budget")
+            trial.set_user_attr("constraint", predicted - self.budget)
+            trial.set_constraint("latency_ms_over_budget", predicted - self.budget)
+            raise optuna.TrialPruned(f"predicted {predicted:.2f} ms > {SKIP_MARGIN} × budget {self.budget} ms")
+        attrs = self.seen.get(cfg.key()) or self._evaluate(cfg)
+        self.seen[cfg.key()] = attrs
+        for k, v in attrs.items():
+            trial.set_user_attr(k, v)
+        trial.set_constraint("latency_ms_over_budget", attrs["constraint"])
+        return attrs["val_top1"], attrs["measured_ms"]
+
+    def _evaluate(self, cfg: SubnetConfig) -> dict:
+        model = self.sn.extract(cfg).eval()
+        lat = measure_latency(model, self.shape, self.device, self.batch_size, self.threads, self.warmup,
+                              self.repeats)
+        cost = count_cost(model, self.shape)
+        acc = evaluate_accuracy(self.sn, self.val, cfg, self.device)
+        return {"val_top1": acc, "measured_ms": round(lat.median_ms, 4), "latency": str(lat),
+                "runtime": lat.runtime, "flops": cost.flops, "params": cost.params,
+                "constraint": lat.median_ms - self.budget}

@@ -1,0 +1,138 @@
+"""The search job: open (or resume) the study, run trials with a progress bar, write the results."""
+from __future__ import annotations
+
+import os
+import warnings
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+from optuna.study import MaxTrialsCallback
+from optuna.trial import TrialState
+from tqdm import tqdm
+
+from evaluators import evaluate_accuracy, measure_latency_interleaved
+
+from .optimize import Objective, build_sampler
+from .results import config_of, pareto_front, plot_front, trials_frame
+
+DONE = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def open_study(storage: str, name: str, sampler: str, seed: int | None) -> optuna.Study:
+    if storage.startswith(("sqlite", "postgresql", "mysql")):
+        # heartbeats let a restarted run fail the trials a killed process left running, and redo them
+        storage = optuna.storages.RDBStorage(storage, heartbeat_interval=5, grace_period=20)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    return optuna.create_study(study_name=name, storage=storage, directions=["maximize", "minimize"],
+                               sampler=build_sampler(sampler, seed), load_if_exists=True)
+
+
+def finished(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=DONE))
+
+
+def run_trials(study: optuna.Study, objective: Objective, n_trials: int, timeout: float | None, show: bool) -> None:
+    """Trials until the study (all workers together) has ``n_trials`` completed or skipped ones."""
+    optuna.storages.fail_stale_trials(study)
+    start = finished(study)
+    if start >= n_trials:
+        return
+    bar = tqdm(total=n_trials, initial=start, desc="search", disable=not show)
+
+    def progress(study, trial):
+        bar.n = finished(study)
+        feasible = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                    if t.user_attrs.get("constraint", 1) <= 0]
+        if feasible:
+            best = max(feasible, key=lambda t: t.values[0])
+            bar.set_postfix(best_val=f"{best.values[0]:.1%}", its_ms=f"{best.values[1]:.2f}")
+        bar.refresh()
+
+    try:
+        study.optimize(objective, n_trials=n_trials, timeout=timeout, catch=(),
+                       callbacks=[MaxTrialsCallback(n_trials, states=DONE), progress])
+    finally:
+        bar.close()
+
+
+def start_workers(n: int, storage: str, study: str, n_trials: int, log) -> list[subprocess.Popen]:
+    """``n`` local worker processes on the same storage (each pinned to one thread)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = []
+    for _ in range(n):
+        procs.append(subprocess.Popen([sys.executable, "-m", "search", "worker", "--storage", storage, "--study",
+                                       study, "--trials", str(n_trials)], env=env,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+    log(f"started {n} worker process(es) on {storage}")
+    return procs
+
+
+def write_results(study: optuna.Study, p, base, budget_ms: float, out: Path, log) -> dict:
+    """trials.csv, pareto.csv (with test top-1 and a re-measurement interleaved with the base model),
+    best.yaml, pareto.png, summary.md."""
+    df = trials_frame(study.trials)
+    df.to_csv(out / "trials.csv", index=False)
+    front = pareto_front(df) if "depth" in df else df.iloc[0:0]
+    sn, dev = p.sn, p.device
+    configs = [sn.space.validate(config_of(r)) for _, r in front.iterrows()]
+    if configs:
+        models = {"base": p.workload.model} | {f"t{i}": sn.extract(c).eval() for i, c in enumerate(configs)}
+        again = measure_latency_interleaved(models, p.workload.input_shape, dev, p.batch_size, p.threads, 10, 50)
+        front["remeasured_ms"] = [round(again[f"t{i}"].median_ms, 4) for i in range(len(configs))]
+        front["ratio_to_base"] = [round(again[f"t{i}"].median_ms / again["base"].median_ms, 4)
+                                  for i in range(len(configs))]
+        front["test_top1"] = [evaluate_accuracy(sn, p.workload.splits["test"], c, dev) for c in configs]
+    front.to_csv(out / "pareto.csv", index=False)
+    runtime = base.runtime
+    base_val = p.workload.metrics.get("val_top1") or evaluate_accuracy(p.workload.model, p.workload.splits["val"])
+    plot_front(df, front, budget_ms, (base.median_ms, base_val), out / "pareto.png", runtime)
+    ok = front[front["remeasured_ms"] <= budget_ms] if configs else front
+    summary = {"budget_ms": budget_ms, "trials": len(df), "completed": int((df["state"] == "COMPLETE").sum()),
+               "skipped": int((df["state"] == "PRUNED").sum()), "pareto": len(front)}
+    if len(ok):
+        row = ok.sort_values("val_top1", ascending=False).iloc[0]
+        best = configs[int(front.index[front["number"] == row["number"]][0])]
+        metrics = {k: (float(row[k]) if k in row and row[k] == row[k] else None)
+                   for k in ("val_top1", "test_top1", "measured_ms", "remeasured_ms", "ratio_to_base",
+                             "predicted_ms", "flops", "params")}
+        provenance = {"trial": int(row["number"]), "base_checkpoint_hash": p.workload.checkpoint_hash,
+                      "config": p.config["name"], "device": str(dev), "batch_size": p.batch_size,
+                      "threads": p.threads, "runtime": runtime, "budget_ms": budget_ms,
+                      "base_latency_ms": round(base.median_ms, 4), "vitnas": _version()}
+        best.to_yaml(out / "best.yaml", extra={"metrics": metrics, "provenance": provenance})
+        summary["best"] = {"trial": int(row["number"]), **metrics}
+    else:
+        log(f"no Pareto config re-measured within {budget_ms} ms; best.yaml not written")
+    (out / "summary.md").write_text(summary_markdown(summary, front, p, base))
+    return summary
+
+
+def summary_markdown(summary: dict, front, p, base) -> str:
+    lines = [f"# Search: {p.config['name']}, budget {summary['budget_ms']} ms", "",
+             f"Base model: {base}; val top-1 {p.workload.metrics.get('val_top1', float('nan')):.1%}.",
+             f"Trials: {summary['trials']} ({summary['completed']} measured, {summary['skipped']} skipped by the "
+             "latency table).", "", "## Pareto front (feasible)", ""]
+    cols = [c for c in ("number", "val_top1", "test_top1", "measured_ms", "remeasured_ms", "ratio_to_base",
+                        "predicted_ms", "embed_dim", "depth") if c in front]
+    if len(front):
+        lines.append("| " + " | ".join(cols) + " |")
+        lines.append("|" + "---|" * len(cols))
+        for _, r in front.iterrows():
+            lines.append("| " + " | ".join(f"{r[c]:.4g}" if isinstance(r[c], float) else str(r[c]) for c in cols)
+                         + " |")
+    if "best" in summary:
+        b = summary["best"]
+        lines += ["", f"Best within budget: trial {b['trial']}, val {b['val_top1']:.1%}, test "
+                      f"{b['test_top1']:.1%}, re-measured {b['remeasured_ms']:.2f} ms (best.yaml)."]
+    return "\n".join(lines) + "\n"
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+        return version("vitnas")
+    except Exception:  # noqa: BLE001  (running from a checkout that is not installed)
+        return "unknown"
