@@ -28,11 +28,16 @@ def test_prediction_error_is_bounded(table_and_sn, rng):
     """The issue's target (median <= 5%, p90 <= 10%) is checked on the bundled model by
     benchmarks/foundation.py; here, on a shared CI machine, a looser guard."""
     table, sn = table_and_sn
+    largest = sn.extract(sn.space.largest())
     errors = []
     for _ in range(30):
         cfg = sn.space.sample(rng)
-        measured = measure_latency(sn.extract(cfg), (1, 32, 32), threads=1, warmup=5, repeats=30).median_ms
-        errors.append(abs(table.predict(cfg) - measured) / measured)
+        # timed interleaved with the largest subnet and re-anchored on it, as a run does: the machine's
+        # drift between building the table and now (±30% here) is not the table's error
+        measured = measure_latency_interleaved({"big": largest, "cfg": sn.extract(cfg)}, (1, 32, 32), threads=1,
+                                               warmup=5, repeats=30)
+        table.anchor(sn.space.largest(), measured["big"].median_ms)
+        errors.append(abs(table.predict(cfg) - measured["cfg"].median_ms) / measured["cfg"].median_ms)
     assert np.median(errors) <= 0.25 and np.percentile(errors, 90) <= 0.5, errors
 
 
