@@ -13,13 +13,25 @@ def _run(args: argparse.Namespace) -> None:
     search_command(config_path=args.config, budget_ms=args.budget_ms, device=args.device,
                    batch_size=args.batch_size, threads=args.threads, trials=args.trials, timeout=args.timeout,
                    sampler=args.sampler, seed=args.seed, storage=args.storage, study_name=args.study,
-                   workers=args.workers, out=args.out)
+                   workers=args.workers, retrain_top=args.retrain_top, out=args.out)
 
 
 def _worker(args: argparse.Namespace) -> None:
     from .run import worker_command
 
     worker_command(args.storage, args.study, args.trials)
+
+
+def _retrain(args: argparse.Namespace) -> None:
+    from .retrain import retrain_command
+
+    retrain_command(args.target, args.trial, args.epochs, args.out, args.config, args.device)
+
+
+def _redistribute(args: argparse.Namespace) -> None:
+    from .redistribute import redistribute_command
+
+    redistribute_command(args.subnet, args.budget_ms, args.config, args.epochs, args.device, args.out)
 
 
 def _show(args: argparse.Namespace) -> None:
@@ -68,13 +80,33 @@ def build_parser() -> argparse.ArgumentParser:
                      "(default: sqlite in the output folder)")
     run.add_argument("--study", default=None, help="study name (default: the output folder's name)")
     run.add_argument("--workers", type=int, default=1, help="local processes running trials on one storage")
+    run.add_argument("--retrain-top", type=int, default=0,
+                     help="fine-tune the K most accurate feasible Pareto configs (adds retrained_test_top1)")
     run.add_argument("--out", default=None, help="output folder (default: results/<study or config name>)")
     run.set_defaults(func=_run)
+    retrain = sub.add_parser("retrain", help="extract a subnet and fine-tune it with distillation from the base")
+    retrain.add_argument("target", help="a subnet YAML, or a search's output folder (with --trial)")
+    retrain.add_argument("--trial", type=int, default=None, help="trial number in the results folder")
+    retrain.add_argument("--epochs", type=int, default=None, help="epochs (default: the config's retrain.epochs)")
+    retrain.add_argument("--config", default=None, help="workload YAML (default: the search's, or the bundled)")
+    retrain.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    retrain.add_argument("--out", default=None, help="output folder (default: results/<config>/retrain-...)")
+    retrain.set_defaults(func=_retrain)
     worker = sub.add_parser("worker", help="join a study on a shared storage and run its trials")
     worker.add_argument("--storage", required=True, help="the study's storage URL")
     worker.add_argument("--study", required=True, help="the study's name")
     worker.add_argument("--trials", type=int, default=None, help="stop when the study has this many trials")
     worker.set_defaults(func=_worker)
+    redis = sub.add_parser("redistribute", help="NViT redistribution: smooth a config's shape across depth, "
+                           "rescale it to the budget, retrain both and compare")
+    redis.add_argument("subnet", help="a subnet YAML (e.g. results/default/best.yaml)")
+    redis.add_argument("--budget-ms", type=float, default=None,
+                       help="predicted latency to rescale to (default: the config's own prediction)")
+    redis.add_argument("--epochs", type=int, default=None, help="retrain epochs (default: retrain.epochs)")
+    redis.add_argument("--config", default=None, help="workload YAML (default: the bundled configs/default.yaml)")
+    redis.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    redis.add_argument("--out", default=None, help="output folder")
+    redis.set_defaults(func=_redistribute)
     show = sub.add_parser("show", help="print a search's Pareto front")
     show.add_argument("results", help="a search's output folder")
     show.set_defaults(func=_show)
@@ -99,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "budget_ms", 1) <= 0:
+    budget = getattr(args, "budget_ms", None)
+    if budget is not None and budget <= 0:
         print("error: --budget-ms must be positive", file=sys.stderr)
         return 2
     try:

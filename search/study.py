@@ -131,8 +131,10 @@ def summary_markdown(summary: dict, front, p, base) -> str:
 
 
 def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
     try:
-        from importlib.metadata import version
         return version("vitnas")
-    except Exception:  # noqa: BLE001  (running from a checkout that is not installed)
-        return "unknown"
+    except PackageNotFoundError:  # running from a checkout that is not installed: read the checkout's version
+        text = (Path(__file__).resolve().parent.parent / "pyproject.toml").read_text()
+        return next((line.split("=", 1)[1].strip().strip('"') for line in text.splitlines()
+                     if line.startswith("version")), "unknown")

@@ -40,6 +40,7 @@ DEFAULTS: dict = {
     "space": {},
     "latency": {"runtime": "torch-eager", "warmup": 10, "repeats": 50},
     "supernet": {"method": "all", "epochs": 3, "lr": 5e-4, "batch_size": 64, "n_random": 2, "seed": 0},
+    "retrain": {"epochs": 3, "lr": 5e-4, "batch_size": 64, "kd_weight": 0.5, "temperature": 2.0, "seed": 0},
 }
 
 

@@ -55,6 +55,8 @@ def test_run_writes_every_output_and_they_read_back(cache, tmp_path):
     assert "no search results" in error_line(run_cli("show", str(tmp_path), cache=cache))
     assert "trial 99999 has no config" in error_line(run_cli("export", str(out), "--trial", "99999", "--to",
                                                              str(tmp_path / "y"), cache=cache))
+    assert "was run with other settings" in error_line(run_cli(*RUN, "--budget-ms", "60", "--trials", "12",
+                                                               "--out", str(out), cache=cache))
     assert "unknown sampler" in error_line(run_cli(*RUN, "--budget-ms", "50", "--sampler", "grid", "--out",
                                                    str(tmp_path / "z"), cache=cache))
 

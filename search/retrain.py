@@ -1,0 +1,104 @@
+"""Finish a winner: extract the physical subnet and fine-tune it with distillation from the base model."""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from tqdm import tqdm
+
+from evaluators import evaluate_accuracy, measure_latency
+from evaluators.data import make_loader
+from supernet import ConfigError, SubnetConfig
+from supernet.train import distill_loss
+
+from .results import load_results
+from .run import Prepared, ensure_supernet, prepare
+
+
+def finetune(model, teacher, train_set, cfg: dict, device, desc: str = "retrain") -> list[dict]:
+    """AdamW + cosine; loss = (1 - kd_weight) · CE + kd_weight · KL(student ‖ teacher at temperature)."""
+    torch.manual_seed(cfg["seed"])
+    model.to(device).train()
+    teacher.to(device).eval()
+    loader = make_loader(train_set, cfg["batch_size"], shuffle=True, seed=cfg["seed"])
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=0.05)
+    total = max(1, cfg["epochs"] * len(loader))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(1.0, s / total))))
+    w, history = cfg["kd_weight"], []
+    for epoch in range(cfg["epochs"]):
+        seen = loss_sum = 0.0
+        for x, y in tqdm(loader, desc=f"{desc} epoch {epoch + 1}/{cfg['epochs']}", leave=False):
+            x, y = x.to(device), y.to(device)
+            with torch.no_grad():
+                soft = teacher(x)
+            logits = model(x)
+            loss = (1 - w) * F.cross_entropy(logits, y) + w * distill_loss(logits, soft, cfg["temperature"])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            loss_sum += loss.item() * len(y)
+            seen += len(y)
+        history.append({"epoch": epoch + 1, "loss": loss_sum / seen})
+    return history
+
+
+def retrain(p: Prepared, cfg: SubnetConfig, out: Path, epochs: int | None = None, log=print) -> dict:
+    """Fine-tune ``cfg``'s extracted model; write model.safetensors, subnet.yaml and metrics.json into ``out``."""
+    settings = dict(p.config["retrain"], **({"epochs": epochs} if epochs is not None else {}))
+    if settings["epochs"] < 1:
+        raise ConfigError(f"--epochs must be at least 1, got {settings['epochs']}")
+    p.sn.space.validate(cfg)
+    model = p.sn.extract(cfg)
+    splits, dev = p.workload.splits, p.device
+    before = {s: evaluate_accuracy(model, splits[s], device=dev) for s in ("val", "test")}
+    start = time.perf_counter()
+    history = finetune(model, p.workload.model, splits["train"], settings, dev)
+    seconds = round(time.perf_counter() - start, 1)
+    model.eval()
+    after = {s: evaluate_accuracy(model, splits[s], device=dev) for s in ("val", "test")}
+    lat = p.config["latency"]
+    latency = measure_latency(model, p.workload.input_shape, dev, p.batch_size, p.threads, lat["warmup"],
+                              lat["repeats"])
+    metrics = {"val_top1_before": before["val"], "test_top1_before": before["test"], "val_top1": after["val"],
+               "test_top1": after["test"], "latency_ms": round(latency.median_ms, 4), "latency": str(latency),
+               "seconds": seconds, "settings": settings, "history": history,
+               "base_checkpoint_hash": p.workload.checkpoint_hash}
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(out / "model.safetensors"),
+              metadata={"spec": json.dumps(p.sn.spec.to_dict()), "config": json.dumps(cfg.to_dict())})
+    cfg.to_yaml(out / "subnet.yaml", extra={"metrics": {k: v for k, v in metrics.items()
+                                                        if k not in ("history", "settings", "latency")}})
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    log(f"retrained in {seconds:.0f} s: val {before['val']:.1%} -> {after['val']:.1%}, test {before['test']:.1%} -> "
+        f"{after['test']:.1%}; {latency}")
+    return metrics
+
+
+def resolve_target(target: str, trial: int | None, config_path) -> tuple[SubnetConfig, str | None]:
+    """A subnet YAML, or a results folder plus ``--trial`` -> (config, workload config path)."""
+    path = Path(target)
+    if path.is_dir():
+        if trial is None:
+            raise ConfigError(f"{target} is a results folder: pass --trial N (see `python -m search show {target}`)")
+        run = path / "run.json"
+        settings = json.loads(run.read_text())["settings"] if run.is_file() else {}
+        return load_results(path).config(trial), config_path or settings.get("config_path")
+    if not path.is_file():
+        raise ConfigError(f"{target} is neither a subnet YAML nor a results folder")
+    return SubnetConfig.from_yaml(path), config_path
+
+
+def retrain_command(target: str, trial: int | None = None, epochs: int | None = None, out=None, config_path=None,
+                    device="auto", log=print) -> dict:
+    cfg, config_path = resolve_target(target, trial, config_path)
+    p = prepare(config_path, device, log=log)
+    ensure_supernet(p, log=log)
+    out = Path(out) if out else Path("results") / p.config["name"] / (f"retrain-trial{trial}" if trial is not None
+                                                                      else f"retrain-{Path(target).stem}")
+    return retrain(p, cfg, out, epochs, log)
