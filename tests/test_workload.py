@@ -13,7 +13,7 @@ TINY = ROOT / "configs" / "tiny.yaml"
 def test_bundled_configs_load():
     for name in ("default", "tiny", "deit_small"):
         cfg = load_config(ROOT / "configs" / f"{name}.yaml")
-        assert cfg["name"] == name and set(cfg) == {"name", "model", "data", "train", "space", "latency", "supernet"}
+        assert cfg["name"] == name and set(cfg) == {"name", "model", "data", "train", "space", "latency", "supernet", "retrain"}
     assert load_config()["model"]["name"] == "vitnas_tiny"
 
 
