@@ -103,7 +103,6 @@ def main() -> None:
     result = ensure_supernet(prep)
     sn, table, workload = prep.sn, prep.table, prep.workload
     space, val, shape = sn.space, workload.splits["val"], workload.input_shape
-    table.scorer = sn.spec.scorer
     train_report = json.loads((phase_dir(prep, resolve_methods(prep.config["supernet"]["method"]))
                                / "train.json").read_text())
     base = measure_latency(workload.model, shape, "cpu", 1, prep.threads, 20, 200)

@@ -52,7 +52,6 @@ def redistribute_command(config_file: str, budget_ms: float | None = None, confi
     p = prepare(config_path, device, log=log)
     ensure_supernet(p, log=log)
     space, table = p.sn.space, p.table
-    table.scorer = p.sn.spec.scorer
     space.validate(cfg)
     budget_ms = budget_ms or table.predict(cfg)
     new = redistribute(space, table, cfg, budget_ms)

@@ -2,11 +2,12 @@
 summary.md, and ``load_results`` to read them back."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from supernet import ConfigError, SubnetConfig
 
@@ -63,6 +64,12 @@ class Results:
             raise ConfigError(f"trial {number} has no config in {self.path}; trials with one: "
                               f"{self.trials.dropna(subset=['depth'])['number'].tolist()[:20]}")
         return config_of(rows.iloc[0])
+
+
+def run_settings(path: str | Path) -> dict:
+    """The settings a search ran with (config path, budget, device, …), from its ``run.json``; {} if absent."""
+    run = Path(path) / "run.json"
+    return json.loads(run.read_text())["settings"] if run.is_file() else {}
 
 
 def load_results(path: str | Path) -> Results:

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 from tqdm import tqdm
 
 from evaluators import evaluate_accuracy, measure_latency
@@ -16,7 +15,8 @@ from evaluators.data import make_loader
 from supernet import ConfigError, SubnetConfig
 from supernet.train import distill_loss
 
-from .results import load_results
+from .export import save_subnet
+from .results import load_results, run_settings
 from .run import Prepared, ensure_supernet, prepare
 
 
@@ -70,8 +70,7 @@ def retrain(p: Prepared, cfg: SubnetConfig, out: Path, epochs: int | None = None
                "seconds": seconds, "settings": settings, "history": history,
                "base_checkpoint_hash": p.workload.checkpoint_hash}
     out.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(out / "model.safetensors"),
-              metadata={"spec": json.dumps(p.sn.spec.to_dict()), "config": json.dumps(cfg.to_dict())})
+    save_subnet(model, out / "model.safetensors")
     cfg.to_yaml(out / "subnet.yaml", extra={"metrics": {k: v for k, v in metrics.items()
                                                         if k not in ("history", "settings", "latency")}})
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
@@ -86,9 +85,7 @@ def resolve_target(target: str, trial: int | None, config_path) -> tuple[SubnetC
     if path.is_dir():
         if trial is None:
             raise ConfigError(f"{target} is a results folder: pass --trial N (see `python -m search show {target}`)")
-        run = path / "run.json"
-        settings = json.loads(run.read_text())["settings"] if run.is_file() else {}
-        return load_results(path).config(trial), config_path or settings.get("config_path")
+        return load_results(path).config(trial), config_path or run_settings(path).get("config_path")
     if not path.is_file():
         raise ConfigError(f"{target} is neither a subnet YAML nor a results folder")
     return SubnetConfig.from_yaml(path), config_path

@@ -76,6 +76,7 @@ def ensure_supernet(p: Prepared, method: str | None = None, epochs: int | None =
     done = out / "supernet.pt"
     if done.is_file():
         result = load_phase(p.sn, done, p.device, meta)
+        p.table.scorer = p.sn.spec.scorer  # predictions time token drops with the scorer subnets use
         log(f"supernet: cached {done} (token scorer {result['scorer']})")
         return result
     log(f"gradient phase: {', '.join(methods)}, then {epochs} sandwich epochs -> {out}")
@@ -87,6 +88,7 @@ def ensure_supernet(p: Prepared, method: str | None = None, epochs: int | None =
         p.sn, loader, methods, p.table.unit_costs(p.sn.space), out, meta, epochs, cfg["lr"],
         n_random=cfg["n_random"], seed=cfg["seed"], device=p.device,
         evaluate=lambda c: evaluate_accuracy(p.sn, val, c, p.device), log=log)
+    p.table.scorer = p.sn.spec.scorer
     seconds = round(time.perf_counter() - start, 1)
     if ddp.is_main():
         report = phase_report(p, result, seconds)
@@ -127,14 +129,20 @@ def _check_budget(p: Prepared, budget_ms: float) -> Latency:
     return base
 
 
+def _objective(p: Prepared, budget_ms: float) -> Objective:
+    from torch.utils.data import DataLoader
+
+    lat = p.config["latency"]
+    return Objective(p.sn, p.table, DataLoader(p.workload.splits["val"], batch_size=256), budget_ms,
+                     p.workload.input_shape, p.device, p.batch_size, p.threads, lat["warmup"], lat["repeats"])
+
+
 def search_command(config_path=None, budget_ms: float = 5.0, device="auto", batch_size: int = 1,
                    threads: int | None = None, trials: int = 100, timeout: float | None = None,
                    sampler: str = "nsga2", seed: int | None = 0, storage: str | None = None,
                    study_name: str | None = None, workers: int = 1, retrain_top: int = 0, out=None,
                    log=print) -> dict:
     """The main job: prepare (cached), then an Optuna study under the budget; writes the results folder."""
-    from torch.utils.data import DataLoader
-
     from .study import open_study, run_trials, start_workers, write_results
 
     if trials < 1 or workers < 1:
@@ -143,7 +151,6 @@ def search_command(config_path=None, budget_ms: float = 5.0, device="auto", batc
     p = prepare(config_path, device, batch_size, threads, log)
     base = _check_budget(p, budget_ms)
     result = ensure_supernet(p, log=log)
-    p.table.scorer = p.sn.spec.scorer
     out = Path(out) if out else Path("results") / (study_name or p.config["name"])
     out.mkdir(parents=True, exist_ok=True)
     storage = storage or f"sqlite:///{(out / 'study.db').resolve()}"
@@ -162,9 +169,7 @@ def search_command(config_path=None, budget_ms: float = 5.0, device="auto", batc
             study.enqueue_trial(config_params(cfg, p.sn.space), skip_if_exists=True)
     log(f"search: {trials} trials, {sampler}, budget {budget_ms} ms ({p.device}, batch {batch_size}, "
         f"{p.threads} threads, torch-eager), study {name!r} in {storage}")
-    lat = p.config["latency"]
-    objective = Objective(p.sn, p.table, DataLoader(p.workload.splits["val"], batch_size=256), budget_ms,
-                          p.workload.input_shape, p.device, batch_size, p.threads, lat["warmup"], lat["repeats"])
+    objective = _objective(p, budget_ms)
     procs = start_workers(workers - 1, storage, name, trials, log) if workers > 1 else []
     try:
         run_trials(study, objective, trials, timeout, show=True)
@@ -206,7 +211,6 @@ def retrain_front(p: Prepared, out: Path, budget_ms: float, k: int, log=print) -
 def worker_command(storage: str, study_name: str, trials: int | None = None, log=print) -> None:
     """Join a study another `search run` opened (same storage, e.g. PostgreSQL) and run trials for it."""
     import optuna
-    from torch.utils.data import DataLoader
 
     from .study import open_study, run_trials
 
@@ -218,13 +222,8 @@ def worker_command(storage: str, study_name: str, trials: int | None = None, log
     p = prepare(settings["config_path"], settings["device"], settings["batch_size"], settings["threads"], log)
     _check_budget(p, settings["budget_ms"])
     ensure_supernet(p, log=log)
-    p.table.scorer = p.sn.spec.scorer
     study = open_study(storage, study_name, settings["sampler"], None)
-    lat = p.config["latency"]
-    objective = Objective(p.sn, p.table, DataLoader(p.workload.splits["val"], batch_size=256),
-                          settings["budget_ms"], p.workload.input_shape, p.device, p.batch_size, p.threads,
-                          lat["warmup"], lat["repeats"])
-    run_trials(study, objective, trials or 10**9, None, show=False)
+    run_trials(study, _objective(p, settings["budget_ms"]), trials or 10**9, None, show=False)
 
 
 def train_supernet_command(config_path=None, method: str | None = None, epochs: int | None = None,

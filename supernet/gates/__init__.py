@@ -20,7 +20,7 @@ from tqdm import tqdm
 from .. import distributed as ddp
 from ..config import SubnetConfig
 from ..space import IntAxis, KeepAxis
-from .forward import Masks, Trace, gated_forward
+from .forward import Trace, gated_forward
 
 METHODS: dict[str, type["GateMethod"]] = {}
 
@@ -104,9 +104,7 @@ def learn(sn, method: GateMethod, loader, steps: int | None = None, device="cpu"
             with torch.no_grad():
                 teacher = gated_forward(sn, x, taps=True)
             loss, logs = method.loss(sn, x, y, teacher)
-            if opt is not None:
-                opt.zero_grad(set_to_none=True)
-            for p in synced:
+            for p in synced:  # the method's gates and every trained part (what the optimiser holds)
                 p.grad = None
             loss.backward()
             ddp.average_grads(synced)

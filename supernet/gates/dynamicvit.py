@@ -46,8 +46,8 @@ class DynamicViT(GateMethod):
         targets = [rho ** (k + 1) for k in range(len(stages))]
         ratio = sum((p.mean(1) - t).pow(2).mean() for p, t in zip(out.policies, targets))
         keep = out.policies[-1].unsqueeze(-1)  # token distillation on the tokens kept to the end
-        tokens = ((out.final[:, 1:] - teacher.final[:, 1:]).pow(2) * keep).sum() / (keep.sum() * x.new_tensor(
-            out.final.shape[-1])).clamp_min(1.0)
+        tokens = ((out.final[:, 1:] - teacher.final[:, 1:]).pow(2) * keep).sum() / (
+            keep.sum() * out.final.shape[-1]).clamp_min(1.0)
         loss = task_loss(out.logits, teacher.logits, y) + 2.0 * ratio + 0.5 * tokens
         return loss, {"ratio_mse": ratio.item(), "kept": out.policies[-1].mean().item()}
 
