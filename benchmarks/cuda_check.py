@@ -1,10 +1,10 @@
-"""The CUDA paths, on a machine with a GPU (CI has none):
+"""The CUDA paths, on a machine with a GPU (CI has none; run by benchmarks/gpu_check.sh):
 
     python benchmarks/cuda_check.py
 
-exactness of supernet vs extracted subnets on the GPU, synchronised latency of the bundled base shape
-(random weights: latency does not depend on them) at batch 1 and 256, the extracted largest subnet vs the
-timm model (interleaved), and the latency table's error on random subnets, all in torch eager.
+exactness of supernet vs extracted subnets on the GPU; the bundled base shape's latency (random weights:
+latency does not depend on them) in torch eager and under CUDA graphs, float32 and float16, at batch 1 and
+256; the speed-up of halving each axis in each; and the latency predictor's error under CUDA graphs.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import supernet  # noqa: E402,F401
-from evaluators import LatencyTable, measure_latency, measure_latency_interleaved  # noqa: E402
+from evaluators import LatencyMeter, LatencySetting, LatencyTable  # noqa: E402
 from supernet import Supernet  # noqa: E402
 
 
@@ -38,27 +38,28 @@ def main() -> None:
         vs_timm = (sn(x, space.largest()) - vit(x)).abs().max().item()
     print(f"exactness on cuda, 50 configs: max |sn - extract| = {worst:.2e}; largest vs timm {vs_timm:.2e}")
 
-    for batch in (1, 256):
-        print(f"base latency, batch {batch}: {measure_latency(vit, shape, dev, batch, None, 20, 200)}")
-    lat = measure_latency_interleaved({"timm": vit, "extracted": sn.extract(space.largest())}, shape, dev, 1,
-                                      None, 20, 300)
-    print(f"extracted largest / timm = {lat['extracted'].median_ms / lat['timm'].median_ms:.3f} "
-          f"({lat['extracted']} vs {lat['timm']})")
-    for name, cfg in [("depth/2", _half(space, "depth")), ("embed/2", _half(space, "embed_dim")),
-                      ("keep 0.5 from block 3", _half(space, "keep"))]:
-        pair = measure_latency_interleaved({"base": vit, name: sn.extract(cfg)}, shape, dev, 1, None, 20, 200)
-        print(f"speed-up of {name} at batch 1: {pair['base'].median_ms / pair[name].median_ms:.2f}×")
+    for runtime in ("torch-eager", "cudagraph"):
+        for dtype in ("float32", "float16"):
+            for batch in (1, 256):
+                s = LatencySetting.resolve(dev, runtime, dtype, batch, warmup=20, repeats=200, block=10)
+                meter = LatencyMeter(s, shape, reference=vit)
+                speedups = {name: 1 / meter.measure(sn.extract(cfg)).ratio for name, cfg in
+                            [("depth/2", _half(space, "depth")), ("embed/2", _half(space, "embed_dim")),
+                             ("keep 0.5 from block 3", _half(space, "keep"))]}
+                print(f"{s.describe()}: base {meter.reference_latency}; speed-ups " +
+                      ", ".join(f"{k} {v:.2f}x" for k, v in speedups.items()))
 
+    s = LatencySetting.resolve(dev, "cudagraph", "float16")
     start = time.perf_counter()
-    table = LatencyTable.build(sn, dev, 1, progress=False)
-    print(f"latency table on cuda: {len(table.entries)} entries in {time.perf_counter() - start:.0f} s")
-    errors = []
+    table = LatencyTable.build(sn, s, progress=False)
+    meter = LatencyMeter(s, shape, reference=vit)
+    held_out = []
     for _ in range(30):
         cfg = space.sample(rng)
-        measured = measure_latency(sn.extract(cfg), shape, dev, 1, None, 10, 50).median_ms
-        errors.append(abs(table.predict(cfg) - measured) / measured)
-    print(f"latency-table error on cuda, 30 subnets: median {np.median(errors):.1%}, "
-          f"p90 {np.percentile(errors, 90):.1%}")
+        held_out.append((cfg.to_dict(), meter.measure(sn.extract(cfg)).ratio))
+    errors = table.errors(held_out)
+    print(f"latency predictor, {s.describe()}: calibrated in {time.perf_counter() - start:.0f} s; error over 30 "
+          f"subnets median {np.median(errors):.1%}, p90 {np.percentile(errors, 90):.1%}")
 
 
 def _half(space, axis):

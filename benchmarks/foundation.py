@@ -2,9 +2,9 @@
 
     python benchmarks/foundation.py [--config configs/default.yaml] [--device cpu] [--threads N]
 
-base preparation time and accuracy (from the base model's cache entry), base latency in two runtimes,
-extraction exactness over 50 configs, latency-table error on 30 random subnets, and the overhead of the
-extracted largest subnet over the original timm model (interleaved in one process).
+base preparation time and accuracy (from the base model's cache entry), base latency in each CPU runtime,
+extraction exactness over 50 configs, and the overhead of the extracted largest subnet over the original timm
+model (interleaved in one process). The latency predictor's error: benchmarks/predictor.py.
 """
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from evaluators import LatencyTable, measure_latency, measure_latency_interleaved, resolve_device  # noqa: E402
-from search.workload import cache_dir, load_config, load_workload  # noqa: E402
+from evaluators import LatencySetting, measure_latency, measure_latency_interleaved, resolve_device  # noqa: E402
+from search.workload import load_config, load_workload  # noqa: E402
 from supernet import Supernet  # noqa: E402
 
 
@@ -27,10 +27,10 @@ def main() -> None:
     p.add_argument("--config", default=None)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--configs", type=int, default=30, help="random subnets for the latency-table error")
     args = p.parse_args()
     dev = resolve_device(args.device)
     threads = args.threads or torch.get_num_threads()
+    setting = lambda runtime, **kw: LatencySetting.resolve(dev, runtime, threads=threads, **kw)  # noqa: E731
     workload = load_workload(load_config(args.config))
     sn = Supernet.from_timm(workload.model, bounds=workload.config["space"]).eval()
     shape, space = workload.input_shape, sn.space
@@ -42,11 +42,10 @@ def main() -> None:
         rows += [("base preparation (train + eval)", f"{m['prep_seconds']:.0f} s"),
                  ("base val / test top-1", f"{m['val_top1']:.1%} / {m['test_top1']:.1%}")]
 
-    eager = measure_latency(workload.model, shape, dev, 1, threads, 20, 200)
-    rows.append(("base latency, torch eager", str(eager)))
-    if dev.type == "cpu":
-        ort = measure_latency(workload.model, shape, dev, 1, threads, 20, 200, runtime="onnxruntime")
-        rows.append(("base latency, onnxruntime", str(ort)))
+    from evaluators.runtimes import RUNTIMES
+    for runtime in [n for n, r in RUNTIMES.items() if dev.type in r.dtypes]:
+        rows.append((f"base latency, {runtime}", str(measure_latency(workload.model, shape,
+                                                                     setting(runtime, warmup=20, repeats=200)))))
 
     x = torch.stack([workload.splits["val"][i][0] for i in range(32)]).to(dev)
     sn.to(dev)
@@ -57,22 +56,8 @@ def main() -> None:
     rows.append(("extraction exactness, 50 configs", f"max |sn(x,cfg) - extract(cfg)(x)| = {worst:.2e}"))
     rows.append(("largest subnet vs timm model", f"max |diff| = {vs_timm:.2e}"))
 
-    # Each subnet is timed interleaved with the largest one, and the table re-anchored on that largest
-    # measurement (as every run does), so machine drift between configs does not count as table error.
-    table = LatencyTable.cached(sn, cache_dir() / "lut", dev, 1, threads)
-    largest = sn.extract(space.largest())
-    errors = []
-    for _ in range(args.configs):
-        cfg = space.sample(rng)
-        lat = measure_latency_interleaved({"largest": largest, "subnet": sn.extract(cfg)}, shape, dev, 1, threads,
-                                          10, 50)
-        table.anchor(space.largest(), lat["largest"].median_ms)
-        errors.append(abs(table.predict(cfg) - lat["subnet"].median_ms) / lat["subnet"].median_ms)
-    rows.append((f"latency-table error, {args.configs} random subnets",
-                 f"median {np.median(errors):.1%}, p90 {np.percentile(errors, 90):.1%}, max {max(errors):.1%}"))
-
     lat = measure_latency_interleaved({"timm": workload.model, "extracted": sn.extract(space.largest())},
-                                      shape, dev, 1, threads, 20, 300)
+                                      shape, setting("torch-eager", warmup=20, repeats=300))
     ratio = lat["extracted"].median_ms / lat["timm"].median_ms
     rows.append(("extracted largest / timm latency", f"{ratio:.3f} ({lat['extracted'].median_ms:.2f} vs "
                                                      f"{lat['timm'].median_ms:.2f} ms, interleaved)"))

@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from evaluators import evaluate_accuracy, measure_latency, measure_latency_interleaved  # noqa: E402
+from evaluators import evaluate_accuracy  # noqa: E402
 from search.run import ensure_supernet, phase_dir, prepare  # noqa: E402
 from supernet.phase import proposals, resolve_methods  # noqa: E402
 from supernet.train import distill_loss  # noqa: E402
@@ -105,8 +105,7 @@ def main() -> None:
     space, val, shape = sn.space, workload.splits["val"], workload.input_shape
     train_report = json.loads((phase_dir(prep, resolve_methods(prep.config["supernet"]["method"]))
                                / "train.json").read_text())
-    base = measure_latency(workload.model, shape, "cpu", 1, prep.threads, 20, 200)
-    table.anchor(space.largest(), base.median_ms)
+    base = prep.base_latency  # the table is anchored on it
     budget = args.ratio * base.median_ms
     base_val = workload.metrics.get("val_top1") or evaluate_accuracy(workload.model, val)
     rows = [("gradient phase (7 methods + sandwich)", f"{train_report['seconds']:.0f} s"),
@@ -149,10 +148,9 @@ def main() -> None:
     measured_ok, tried = [], []
     for start_at in range(0, min(len(ranked), args.measure * 4), args.measure):
         group = ranked[start_at:start_at + args.measure]
-        models = {"base": workload.model} | {f"c{i}": sn.extract(c).eval() for i, (_, c) in enumerate(group)}
-        measured = measure_latency_interleaved(models, shape, "cpu", 1, prep.threads, 20, 200)
+        measured = prep.meter.measure_many({f"c{i}": sn.extract(c).eval() for i, (_, c) in enumerate(group)})
         for i, (acc, cfg) in enumerate(group):
-            ratio = measured[f"c{i}"].median_ms / measured["base"].median_ms
+            ratio = measured[f"c{i}"].ratio
             tried.append((acc, ratio))
             if ratio <= args.ratio:
                 measured_ok.append((acc, cfg, ratio))

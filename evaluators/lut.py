@@ -1,130 +1,128 @@
-"""A per-component latency lookup table: measured once per (device, runtime, dtype, batch, threads, base
-model), cached as JSON, and summed to predict any subnet's latency without building it.
+"""The latency predictor: a table of per-term costs, fitted on the spot to extracted subnets measured on this
+machine, in the runtime named, and refitted from every subnet a search measures.
 
-Components are the very modules an extracted subnet is made of (``supernet.subnet``), timed alone:
-the stem + head at each width, each block's mixer (MSA with/without returning its class-token attention,
-or conv) and MLP at each width and token count, the norms + residuals, and token dropping. Their sum
-misses (or double-counts) the overhead of running them in one model, so measured anchors — the full-depth
-and the smallest-depth subnet, each at the widest and the narrowest embedding — fit a fixed and a
-per-block overhead, interpolated linearly in embedding width:
-``predict = scale × (raw_sum + offset(e) + depth × per_block(e))``. ``anchor`` re-measures the largest subnet
-at the start of a run and updates ``scale`` to absorb machine drift.
+Why fitted and not summed from components timed alone: components timed one by one do not add up the same
+way on every CPU, runtime or GPU (a table built that way on one 2-core Xeon was 9% off there and 37% off on
+an AMD EPYC). Fitting to whole extracted subnets measures exactly what is predicted, in any runtime,
+including ONNX runtimes where components cannot be timed apart.
+
+A subnet is described by shape terms that scale with the work each part of it does (below, ``FEATURES``);
+the table holds one non-negative cost per term, fitted by least squares on relative error to latencies
+measured as *ratios to the base model* (timed interleaved in the same blocks, so machine drift cancels). A
+prediction in ms is the predicted ratio times the base model's latency measured at the start of this run
+(``anchor``).
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
-import time
+import tempfile
 from dataclasses import asdict, dataclass, field, replace
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
+from scipy.optimize import nnls
 from tqdm import tqdm
 
 from supernet import SubnetConfig, build_subnet
 from supernet.gates import UnitCosts
-from supernet.scorers import SCORERS, build_scorer
-from supernet.space import tokens_kept
-from supernet.subnet import Attention, ConvMixer, Mlp, ModelSpec, drop_tokens
 
-from .latency import measure_latency_interleaved, resolve_device
+from .latency import LatencyMeter, LatencySetting
+from .runtimes import get_runtime
 
-
-def device_name(device: torch.device) -> str:
-    """The hardware, not just 'cpu': tables from another machine must not be reused."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-class _Rest(nn.Module):
-    """The two norms and residual adds of a block (its mixer and MLP are timed separately)."""
-
-    def __init__(self, spec: ModelSpec, dim: int):
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=spec.norm_eps)
-        self.norm2 = nn.LayerNorm(dim, eps=spec.norm_eps)
-
-    def forward(self, x):
-        x = x + self.norm1(x)
-        return x + self.norm2(x)
+FORMAT = 4
+FEATURES = (
+    "fixed",            # per call: input copy, launch/dispatch of stem and head
+    "stem",             # patch embedding and head, ∝ embedding width
+    "blocks",           # per block: dispatch of its ~15 ops
+    "tokens·embed",     # norms, residuals, LayerScale: elementwise over N×E
+    "qkv+proj",         # N×E×(heads·head_dim)
+    "attention",        # N²×(heads·head_dim)
+    "heads",            # per head: attention kernels run per head
+    "cls attention",    # N²×heads in blocks that materialise attention for a later token drop
+    "mlp",              # N×E×M
+    "mlp units",        # N×M: the activation
+    "token drops",      # per drop: scoring, top-k, gather
+    "scored tokens",    # (N entering)×E at each drop: the scorer's work
+    "conv blocks",      # per SPViT conv block
+    "conv",             # N×(heads·head_dim)×9 + N×E×(heads·head_dim)
+)
 
 
-class _Drop(nn.Module):
-    """Scoring the tokens (with the given scorer) and gathering the kept ones."""
-
-    def __init__(self, spec: ModelSpec, scorer: str, dim: int, keep: int):
-        super().__init__()
-        self.keep = keep
-        self.scorer = build_scorer(scorer, dim, spec.embed_dim)
-
-    def forward(self, x):
-        return drop_tokens(x, self.scorer(x, x[:, 1:, 0]), self.keep)
+def features(spec, cfg: SubnetConfig) -> np.ndarray:
+    """The shape terms of ``cfg``'s extracted subnet (see ``FEATURES``)."""
+    f = dict.fromkeys(FEATURES, 0.0)
+    E, hd = cfg.embed_dim, spec.head_dim
+    f["fixed"], f["stem"] = 1.0, E
+    model = build_subnet(spec, cfg, device="meta")  # free: only its shape decisions are read
+    entering = spec.num_patches
+    for i, blk in enumerate(model.blocks):
+        n = blk.keep_tokens if blk.keep_tokens is not None else entering
+        N, A, M = n + 1, cfg.heads[i] * hd, cfg.mlp[i]
+        if blk.keep_tokens is not None:
+            f["token drops"] += 1
+            f["scored tokens"] += (entering + 1) * E
+        f["blocks"] += 1
+        f["tokens·embed"] += N * E
+        if cfg.ops[i] == "msa":
+            f["qkv+proj"] += N * E * A
+            f["attention"] += N * N * A
+            f["heads"] += cfg.heads[i]
+            f["cls attention"] += N * N * cfg.heads[i] if blk.mixer.return_cls_attn else 0
+        else:
+            f["conv blocks"] += 1
+            f["conv"] += N * A * 9 + N * E * A
+        f["mlp"] += N * E * M
+        f["mlp units"] += N * M
+        entering = n
+    return np.array([f[k] for k in FEATURES])
 
 
 @dataclass
 class LatencyTable:
     key: dict
-    entries: dict[str, float]
-    mlp_grid: list[int] = field(default_factory=list)
-    overhead_dims: list[int] = field(default_factory=lambda: [0])   # embedding widths of the anchors
-    offset_ms: list[float] = field(default_factory=lambda: [0.0])
-    per_block_ms: list[float] = field(default_factory=lambda: [0.0])
-    scale: float = 1.0
-    scorer: str = "cls_attention"  # the token scorer subnets use (every registered one is timed)
+    points: list[tuple[dict, float]] = field(default_factory=list)   # (config, measured ratio to the base)
+    costs: list[float] = field(default_factory=list)                 # one per FEATURES term, in base units
+    base_ms: float = 1.0          # the base model's latency this run (``anchor``): predictions are ratios × this
 
     # --- prediction -------------------------------------------------------------------------------
-    def _mlp(self, e: int, m: int, n: int) -> float:
-        """MLP entries are measured on a subset of widths; linear in between (MLP cost is linear in m)."""
-        xs = self.mlp_grid
-        ys = [self.entries[f"mlp/{e}/{g}/{n}"] for g in xs]
-        return float(np.interp(m, xs, ys))
-
     @property
-    def spec(self) -> ModelSpec:
-        return ModelSpec.from_dict({**self.key["model"], "scorer": self.scorer})
+    def spec(self):
+        from supernet import ModelSpec
+        return ModelSpec.from_dict(self.key["model"])
 
-    def predict_raw(self, cfg: SubnetConfig) -> float:
-        """Components plus the fitted overheads, before ``scale``."""
-        e = cfg.embed_dim
-        offset = np.interp(e, self.overhead_dims, self.offset_ms)
-        per_block = np.interp(e, self.overhead_dims, self.per_block_ms)
-        return float(self._components(cfg) + offset + cfg.depth * per_block)
-
-    def _components(self, cfg: SubnetConfig) -> float:
-        spec, e = self.spec, cfg.embed_dim
-        total = self.entries[f"base/{e}"]
-        model = build_subnet(spec, cfg, device="meta")  # free: only the shape decisions are read
-        entering = spec.num_patches
-        for i, blk in enumerate(model.blocks):
-            n = blk.keep_tokens if blk.keep_tokens is not None else entering
-            if blk.keep_tokens is not None:
-                total += self.entries[f"drop/{self.scorer}/{e}/{n}"]
-            if cfg.ops[i] == "msa":
-                total += self.entries[f"msa/{e}/{cfg.heads[i]}/{n}/{int(blk.mixer.return_cls_attn)}"]
-            else:
-                total += self.entries[f"conv/{e}/{cfg.heads[i]}"]
-            total += self._mlp(e, cfg.mlp[i], n) + self.entries[f"rest/{e}/{n}"]
-            entering = n
-        return total
+    def predict_ratio(self, cfg: SubnetConfig) -> float:
+        """Predicted latency of the extracted ``cfg`` as a fraction of the base model's."""
+        return float(features(self.spec, cfg) @ np.asarray(self.costs))
 
     def predict(self, cfg: SubnetConfig) -> float:
         """Predicted latency of the extracted subnet ``cfg``, in ms, in this table's runtime."""
-        return self.predict_raw(cfg) * self.scale
+        return self.predict_ratio(cfg) * self.base_ms
 
-    def anchor(self, cfg: SubnetConfig, measured_ms: float) -> float:
-        """Re-scale so ``cfg`` (the largest subnet) predicts its fresh measurement; returns the new scale."""
-        self.scale = measured_ms / self.predict_raw(cfg)
-        return self.scale
+    def anchor(self, base_ms: float) -> None:
+        """Predict in ms relative to the base model's latency as measured now (absorbs today's drift)."""
+        self.base_ms = base_ms
+
+    def add(self, cfg: SubnetConfig, ratio: float) -> None:
+        """Learn from one more measured subnet (refits: a few hundred points take well under a millisecond)."""
+        self.points.append((cfg.to_dict(), float(ratio)))
+        self.fit()
+
+    def fit(self) -> None:
+        """Non-negative costs minimising the squared *relative* error over every point."""
+        X = np.stack([features(self.spec, SubnetConfig.from_dict(c)) for c, _ in self.points])
+        y = np.array([r for _, r in self.points])
+        scale = np.maximum(X.max(axis=0), 1e-12)          # columns to [0, 1]: a well-conditioned solve
+        w, _ = nnls((X / scale) / y[:, None], np.ones(len(y)))
+        self.costs = (w / scale).tolist()
+
+    def errors(self, points) -> np.ndarray:
+        """Relative errors |predicted - measured| / measured of (config, ratio) pairs."""
+        return np.array([abs(self.predict_ratio(SubnetConfig.from_dict(c)) - r) / r for c, r in points])
 
     def unit_costs(self, space) -> UnitCosts:
         """What one unit of each axis costs in the full model (ms), by differences of predictions."""
@@ -148,123 +146,87 @@ class LatencyTable:
 
     # --- building ---------------------------------------------------------------------------------
     @classmethod
-    def build(cls, supernet, device="cpu", batch_size: int = 1, threads: int | None = None,
-              runtime: str = "torch-eager", warmup: int = 3, repeats: int = 7,
-              max_mlp_points: int = 8, progress: bool = True) -> "LatencyTable":
-        """Time every component of ``supernet``'s space, then anchor on the largest subnet."""
-        if runtime != "torch-eager":
-            raise ValueError(f"the latency table is measured in torch-eager only, not {runtime!r}; "
-                             "measure other runtimes with measure_latency on the extracted model")
-        dev = resolve_device(device)
-        spec, space = supernet.spec, supernet.space
-        threads = threads or torch.get_num_threads()
-        tokens = sorted({tokens_kept(k, spec.num_patches) for k in space.keep.choices})
-        mlps = space.mlp.choices
-        idx = np.unique(np.linspace(0, len(mlps) - 1, min(max_mlp_points, len(mlps))).round().astype(int))
-        mlp_grid = [mlps[i] for i in idx]
-
-        jobs = []  # (entry name, module, per-sample input shape)
-        for e in space.embed_dim.choices:
-            jobs.append((f"base/{e}", build_subnet(spec, _empty_cfg(e)), (spec.in_chans, *spec.img_size)))
-            for n in tokens:
-                jobs.append((f"rest/{e}/{n}", _Rest(spec, e), (n + 1, e)))
-                for m in mlp_grid:
-                    jobs.append((f"mlp/{e}/{m}/{n}", Mlp(spec, e, m), (n + 1, e)))
-                if n < spec.num_patches:
-                    for scorer in SCORERS:
-                        jobs.append((f"drop/{scorer}/{e}/{n}", _Drop(spec, scorer, e, n), (spec.num_patches + 1, e)))
-                for h in space.heads.choices:
-                    for ret in (0, 1):
-                        jobs.append((f"msa/{e}/{h}/{n}/{ret}", Attention(spec, e, h, bool(ret)), (n + 1, e)))
-            if "conv" in space.ops:
-                for h in space.heads.choices:
-                    jobs.append((f"conv/{e}/{h}", ConvMixer(spec, e, h), (spec.num_patches + 1, e)))
-        entries = {}
-        previous_threads = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        try:
-            for name, module, shape in tqdm(jobs, desc="latency table", disable=not progress, leave=False):
-                entries[name] = _component_ms(module, (batch_size, *shape), dev, warmup, repeats)
-        finally:
-            torch.set_num_threads(previous_threads)
-        key = table_key(spec, space, dev, batch_size, threads, runtime)
-        table = cls(key=key, entries=entries, mlp_grid=mlp_grid, scorer=spec.scorer)
-        shape = (spec.in_chans, *spec.img_size)
-        table.overhead_dims, table.offset_ms, table.per_block_ms = [], [], []
-        for e in sorted({space.embed_dim.min, space.embed_dim.max}):
-            deep = space.largest()
-            deep.embed_dim = e
-            shallow = SubnetConfig(e, space.depth.min, *(getattr(deep, k)[:space.depth.min]
-                                                         for k in ("heads", "mlp", "ops", "keep")))
-            measured = measure_latency_interleaved(
-                {"deep": supernet.extract(deep), "shallow": supernet.extract(shallow)},
-                shape, dev, batch_size, threads, 10, 50)
-            gap_deep = measured["deep"].median_ms - table._components(deep)
-            gap_shallow = measured["shallow"].median_ms - table._components(shallow)
-            per_block = (gap_deep - gap_shallow) / (deep.depth - shallow.depth) if deep.depth > shallow.depth else 0.0
-            table.overhead_dims.append(e)
-            table.per_block_ms.append(per_block)
-            table.offset_ms.append(gap_deep - deep.depth * per_block)
+    def build(cls, supernet, setting: LatencySetting, samples: int = 40, seed: int = 0,
+              meter: LatencyMeter | None = None, progress: bool = True) -> "LatencyTable":
+        """Measure ``samples`` extracted subnets (the largest, the smallest and random ones), each interleaved
+        with the base model (``meter``'s reference, default ``supernet.vit``), and fit the costs to their ratios."""
+        space = supernet.space
+        shape = (supernet.spec.in_chans, *supernet.spec.img_size)
+        meter = meter or LatencyMeter(setting, shape, reference=supernet.vit)
+        rng = np.random.default_rng(seed)
+        configs = [space.largest(), space.smallest()] + [space.sample(rng) for _ in range(max(0, samples - 2))]
+        table = cls(key=table_key(supernet, setting))
+        for cfg in tqdm(configs, desc=f"latency calibration ({setting.runtime})", disable=not progress,
+                        leave=False):
+            table.points.append((cfg.to_dict(), meter.measure(supernet.extract(cfg)).ratio))
+        table.base_ms = meter.reference_latency.median_ms
+        table.fit()
         return table
 
     # --- persistence ------------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(asdict(self), indent=1))
+        """Atomically: a unique temporary file per writer, then rename (readers never see half a file)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            json.dump(asdict(self), f, indent=1)
+        os.replace(tmp, path)
 
     @classmethod
     def load(cls, path: str | Path) -> "LatencyTable":
-        return cls(**json.loads(Path(path).read_text()))
+        d = json.loads(Path(path).read_text())
+        d["points"] = [tuple(p) for p in d["points"]]
+        return cls(**d)
 
     @classmethod
-    def cached(cls, supernet, cache: str | Path, device="cpu", batch_size: int = 1,
-               threads: int | None = None, runtime: str = "torch-eager", progress: bool = True) -> "LatencyTable":
-        """Load the table for this key from ``cache``, or build and store it."""
-        dev = resolve_device(device)
-        threads = threads or torch.get_num_threads()
-        key = table_key(supernet.spec, supernet.space, dev, batch_size, threads, runtime)
-        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-        path = Path(cache) / f"lut-{digest}.json"
+    def cached(cls, supernet, setting: LatencySetting, cache: str | Path, meter: LatencyMeter | None = None,
+               progress: bool = True) -> "LatencyTable":
+        """The table for this supernet and setting from ``cache``; built (calibrated) and stored if missing."""
+        path = table_path(supernet, setting, cache)
         if path.is_file():
-            table = cls.load(path)
-            if table.key == key:
-                table.scorer = supernet.spec.scorer
-                return table
-        table = cls.build(supernet, dev, batch_size, threads, runtime, progress=progress)
+            try:
+                table = cls.load(path)
+            except (OSError, ValueError, TypeError, KeyError) as e:
+                print(f"latency table {path} is unreadable ({type(e).__name__}: {e}); calibrating a new one")
+            else:
+                if table.key == table_key(supernet, setting):
+                    return table
+        table = cls.build(supernet, setting, meter=meter, progress=progress)
         table.save(path)
         return table
 
 
-@torch.inference_mode()
-def _component_ms(module: nn.Module, shape, device: torch.device, warmup: int, repeats: int,
-                  calls: int = 10) -> float:
-    """Median time per call over runs of ``calls`` back-to-back calls, synchronised once per run.
-
-    Inside a model, a GPU overlaps each component's kernel launches with the previous one's work, so
-    synchronising around every single call would over-count small components (on a CPU both agree).
-    """
-    module = module.to(device).eval()
-    x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(device)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    for _ in range(warmup):
-        module(x)
-    times = []
-    for _ in range(repeats):
-        sync()
-        start = time.perf_counter()
-        for _ in range(calls):
-            module(x)
-        sync()
-        times.append((time.perf_counter() - start) * 1e3 / calls)
-    return float(np.median(times))
+def table_path(supernet, setting: LatencySetting, cache: str | Path) -> Path:
+    digest = hashlib.sha256(json.dumps(table_key(supernet, setting), sort_keys=True).encode()).hexdigest()[:16]
+    return Path(cache) / f"lut-{digest}.json"
 
 
-def table_key(spec: ModelSpec, space, device: torch.device, batch_size: int, threads: int, runtime: str) -> dict:
-    key = {"format": 3, "device": device.type, "hardware": device_name(device), "runtime": runtime,
-           "dtype": "float32", "batch_size": batch_size, "threads": threads, "torch": torch.__version__,
-           "model": {**spec.to_dict(), "scorer": "*"}, "space": repr(space)}  # all scorers are timed
+def hardware_name(device: torch.device) -> str:
+    """The hardware, not just 'cpu': tables from another machine must not be reused."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _version(package: str | None) -> str | None:
+    try:
+        return version(package) if package else None
+    except PackageNotFoundError:
+        return None
+
+
+def table_key(supernet, setting: LatencySetting) -> dict:
+    """What a table is valid for: the setting, this hardware and software, the model (token scorer
+    included: a scorer with weights costs what a parameter-free one does not) and its space."""
+    spec = supernet.spec
+    key = {"format": FORMAT, **setting.identity(), "hardware": hardware_name(setting.torch_device),
+           "torch": torch.__version__, "runtime_version": _version(get_runtime(setting.runtime).package),
+           "model": spec.to_dict(), "space": repr(supernet.space)}
     return json.loads(json.dumps(key))  # as it reads back from the cache file (tuples become lists)
-
-
-def _empty_cfg(e: int) -> SubnetConfig:
-    return SubnetConfig(embed_dim=e, depth=0, heads=[], mlp=[], ops=[], keep=[])

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from evaluators.runtimes.onnxruntime import export_onnx
+from evaluators.runtimes import export_onnx, get_runtime
 
 from .results import load_results, run_settings
 from .run import ensure_supernet, prepare
@@ -20,19 +20,30 @@ def save_subnet(model, path: Path) -> None:
     save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(path), metadata=meta)
 
 
-def export_command(results_dir, trial: int, to, log=print) -> Path:
+def export_command(results_dir, trial: int, to, latency: dict | None = None, log=print) -> Path:
+    """Write trial ``trial``'s subnet.yaml, model.safetensors and model.onnx into ``to``, and time the artefact
+    its runtime runs (the ONNX file itself for onnxruntime/openvino) in the search's measurement setting,
+    or the one ``latency`` asks for."""
     results = load_results(results_dir)
     cfg = results.config(trial)
-    p = prepare(run_settings(results_dir).get("config_path"), "cpu", log=log)
+    settings = run_settings(results_dir)
+    given = {k: v for k, v in (latency or {}).items() if v is not None}
+    p = prepare(settings.get("config_path"), log=log, **(settings.get("latency", {}) | given))
     ensure_supernet(p, log=log)
     model = p.sn.extract(cfg).eval()
     to = Path(to)
     to.mkdir(parents=True, exist_ok=True)
+    save_subnet(model, to / "model.safetensors")
+    lat = p.meter.measure(model, workdir=to)  # an ONNX runtime writes and times to/model.onnx
+    if not (to / "model.onnx").is_file():
+        export_onnx(model, torch.zeros(1, *p.workload.input_shape), to / "model.onnx")
     row = results.trials[results.trials["number"] == trial].iloc[0]
     metrics = {k: float(row[k]) for k in ("val_top1", "measured_ms", "predicted_ms") if k in row and row[k] == row[k]}
+    metrics |= {"exported_ms": round(lat.median_ms, 4), "exported_ratio_to_base": lat.ratio}
     cfg.to_yaml(to / "subnet.yaml", extra={"metrics": metrics, "provenance": {
-        "trial": trial, "results": str(Path(results_dir).resolve()), "base_checkpoint_hash": p.workload.checkpoint_hash}})
-    save_subnet(model, to / "model.safetensors")
-    export_onnx(model, torch.zeros(1, *p.workload.input_shape), to / "model.onnx")
-    log(f"wrote {to}/subnet.yaml, model.safetensors, model.onnx (trial {trial})")
+        "trial": trial, "results": str(Path(results_dir).resolve()), "base_checkpoint_hash": p.workload.checkpoint_hash,
+        **p.setting.identity(), "latency": str(lat), "timed": get_runtime(p.setting.runtime).artefact or
+        "model.safetensors"}})
+    log(f"wrote {to}/subnet.yaml, model.safetensors, model.onnx (trial {trial}); timed "
+        f"{get_runtime(p.setting.runtime).artefact or 'the model'}: {lat}, {lat.ratio:.2f}× the base model")
     return to

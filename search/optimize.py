@@ -15,7 +15,7 @@ from typing import Callable
 import optuna
 from optuna.trial import Trial
 
-from evaluators import count_cost, evaluate_accuracy, measure_latency
+from evaluators import count_cost, evaluate_accuracy
 from supernet import SubnetConfig
 
 SKIP_MARGIN = 1.25  # configs predicted above budget × this are skipped (the table's error is ~10%)
@@ -82,13 +82,12 @@ def config_params(cfg: SubnetConfig, space) -> dict:
 
 
 class Objective:
-    """Numbers for one trial; the study decides what to try next."""
+    """Numbers for one trial; the study decides what to try next. Every measured trial also teaches the
+    latency table (refit online), so the skip decision improves as the study runs."""
 
-    def __init__(self, sn, table, val_loader, budget_ms: float, input_shape, device, batch_size: int,
-                 threads: int, warmup: int, repeats: int):
-        self.sn, self.table, self.val = sn, table, val_loader
+    def __init__(self, sn, table, meter, val_loader, budget_ms: float, input_shape, device):
+        self.sn, self.table, self.meter, self.val = sn, table, meter, val_loader
         self.budget, self.shape, self.device = budget_ms, input_shape, device
-        self.batch_size, self.threads, self.warmup, self.repeats = batch_size, threads, warmup, repeats
         self.seen: dict[tuple, dict] = {}  # repaired configs repeat: measure each once per process
 
     def __call__(self, trial: Trial) -> tuple[float, float]:
@@ -111,10 +110,10 @@ class Objective:
 
     def _evaluate(self, cfg: SubnetConfig) -> dict:
         model = self.sn.extract(cfg).eval()
-        lat = measure_latency(model, self.shape, self.device, self.batch_size, self.threads, self.warmup,
-                              self.repeats)
+        lat = self.meter.measure(model)
+        self.table.add(cfg, lat.ratio)
         cost = count_cost(model, self.shape)
         acc = evaluate_accuracy(self.sn, self.val, cfg, self.device)
-        return {"val_top1": acc, "measured_ms": round(lat.median_ms, 4), "latency": str(lat),
-                "runtime": lat.runtime, "flops": cost.flops, "params": cost.params,
-                "constraint": lat.median_ms - self.budget}
+        return {"val_top1": acc, "measured_ms": round(lat.median_ms, 4), "ratio_to_base": lat.ratio,
+                "latency": str(lat), "runtime": lat.runtime, "dtype": lat.dtype, "flops": cost.flops,
+                "params": cost.params, "constraint": lat.median_ms - self.budget}

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 
-from evaluators import measure_latency_interleaved
 from supernet import ConfigError, SubnetConfig
 from supernet.gates import snap, snap_keep
 
@@ -47,9 +46,9 @@ def redistribute(space, table, cfg: SubnetConfig, budget_ms: float, steps: int =
 
 
 def redistribute_command(config_file: str, budget_ms: float | None = None, config_path=None, epochs=None,
-                         device="auto", out=None, log=print) -> dict:
+                         latency: dict | None = None, out=None, log=print) -> dict:
     cfg = SubnetConfig.from_yaml(config_file)
-    p = prepare(config_path, device, log=log)
+    p = prepare(config_path, log=log, **(latency or {}))
     ensure_supernet(p, log=log)
     space, table = p.sn.space, p.table
     space.validate(cfg)
@@ -62,9 +61,10 @@ def redistribute_command(config_file: str, budget_ms: float | None = None, confi
     log(f"redistributed (predicted {table.predict(cfg):.2f} -> {table.predict(new):.2f} ms, budget {budget_ms:.2f})")
     results = {name: retrain(p, c, out / name, epochs, log) for name, c in (("original", cfg), ("redistributed", new))}
     models = {name: p.sn.extract(c).eval() for name, c in (("original", cfg), ("redistributed", new))}
-    lat = measure_latency_interleaved(models, p.workload.input_shape, p.device, p.batch_size, p.threads, 20, 200)
+    lat = p.meter.measure_many(models)
     comparison = {name: {"test_top1": r["test_top1"], "val_top1": r["val_top1"],
-                         "latency_ms": round(lat[name].median_ms, 4), "predicted_ms": round(table.predict(c), 4),
+                         "latency_ms": round(lat[name].median_ms, 4), "ratio_to_base": lat[name].ratio,
+                         "predicted_ms": table.predict(c),
                          "config": c.to_dict()}
                   for (name, r), c in zip(results.items(), (cfg, new))}
     comparison["budget_ms"] = budget_ms
@@ -72,5 +72,5 @@ def redistribute_command(config_file: str, budget_ms: float | None = None, confi
     (out / "comparison.json").write_text(json.dumps(comparison, indent=1))
     o, r = comparison["original"], comparison["redistributed"]
     log(f"original: test {o['test_top1']:.1%} at {o['latency_ms']:.2f} ms; redistributed: test "
-        f"{r['test_top1']:.1%} at {r['latency_ms']:.2f} ms (interleaved)")
+        f"{r['test_top1']:.1%} at {r['latency_ms']:.2f} ms ({p.setting.describe()}, interleaved with the base)")
     return comparison

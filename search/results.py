@@ -11,7 +11,7 @@ from optuna.trial import FrozenTrial
 
 from supernet import ConfigError, SubnetConfig
 
-METRICS = ["val_top1", "measured_ms", "predicted_ms", "flops", "params"]
+METRICS = ["val_top1", "measured_ms", "ratio_to_base", "predicted_ms", "flops", "params"]
 
 
 def trial_row(t: FrozenTrial) -> dict:
@@ -19,7 +19,7 @@ def trial_row(t: FrozenTrial) -> dict:
     a = t.user_attrs
     row = {"number": t.number, "state": t.state.name, "skipped": a.get("skipped", ""),
            **{m: a.get(m) for m in METRICS}, "feasible": a.get("constraint", float("inf")) <= 0,
-           "runtime": a.get("runtime", "")}
+           "runtime": a.get("runtime", ""), "dtype": a.get("dtype", "")}
     cfg = a.get("config")
     if cfg:
         row.update(embed_dim=cfg["embed_dim"], depth=cfg["depth"])
@@ -84,7 +84,8 @@ def load_results(path: str | Path) -> Results:
 
 
 def plot_front(df: pd.DataFrame, front: pd.DataFrame, budget_ms: float, base: tuple[float, float], path: Path,
-               runtime: str) -> None:
+               latency: str) -> None:
+    """The front on accuracy vs latency; ``latency`` names what the figures were measured in."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -95,7 +96,7 @@ def plot_front(df: pd.DataFrame, front: pd.DataFrame, budget_ms: float, base: tu
     ax.plot(front["measured_ms"], front["val_top1"] * 100, "o-", c="#1f77b4", label="Pareto front")
     ax.axvline(budget_ms, ls="--", c="#d62728", label=f"budget {budget_ms:g} ms")
     ax.scatter([base[0]], [base[1] * 100], marker="*", s=160, c="#2ca02c", label="base model", zorder=3)
-    ax.set_xlabel(f"measured latency, ms ({runtime})")
+    ax.set_xlabel(f"measured latency, ms ({latency})")
     ax.set_ylabel("val top-1, % (shared weights)")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")

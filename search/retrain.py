@@ -8,9 +8,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+import yaml
 from tqdm import tqdm
 
-from evaluators import evaluate_accuracy, measure_latency
+from evaluators import evaluate_accuracy
 from evaluators.data import make_loader
 from supernet import ConfigError, SubnetConfig
 from supernet.train import distill_loss
@@ -62,11 +63,10 @@ def retrain(p: Prepared, cfg: SubnetConfig, out: Path, epochs: int | None = None
     seconds = round(time.perf_counter() - start, 1)
     model.eval()
     after = {s: evaluate_accuracy(model, splits[s], device=dev) for s in ("val", "test")}
-    lat = p.config["latency"]
-    latency = measure_latency(model, p.workload.input_shape, dev, p.batch_size, p.threads, lat["warmup"],
-                              lat["repeats"])
+    latency = p.meter.measure(model)
     metrics = {"val_top1_before": before["val"], "test_top1_before": before["test"], "val_top1": after["val"],
-               "test_top1": after["test"], "latency_ms": round(latency.median_ms, 4), "latency": str(latency),
+               "test_top1": after["test"], "latency_ms": round(latency.median_ms, 4), "ratio_to_base": latency.ratio,
+               "latency": str(latency), "runtime": latency.runtime, "dtype": latency.dtype,
                "seconds": seconds, "settings": settings, "history": history,
                "base_checkpoint_hash": p.workload.checkpoint_hash}
     out.mkdir(parents=True, exist_ok=True)
@@ -79,22 +79,28 @@ def retrain(p: Prepared, cfg: SubnetConfig, out: Path, epochs: int | None = None
     return metrics
 
 
-def resolve_target(target: str, trial: int | None, config_path) -> tuple[SubnetConfig, str | None]:
-    """A subnet YAML, or a results folder plus ``--trial`` -> (config, workload config path)."""
+def resolve_target(target: str, trial: int | None, config_path) -> tuple[SubnetConfig, str | None, dict]:
+    """A subnet YAML, or a results folder plus ``--trial`` -> (config, workload config path, the measurement
+    setting the search used, so a winner is re-timed in the runtime it was chosen for)."""
     path = Path(target)
     if path.is_dir():
         if trial is None:
             raise ConfigError(f"{target} is a results folder: pass --trial N (see `python -m search show {target}`)")
-        return load_results(path).config(trial), config_path or run_settings(path).get("config_path")
+        settings = run_settings(path)
+        return load_results(path).config(trial), config_path or settings.get("config_path"), settings.get("latency", {})
     if not path.is_file():
         raise ConfigError(f"{target} is neither a subnet YAML nor a results folder")
-    return SubnetConfig.from_yaml(path), config_path
+    cfg = SubnetConfig.from_yaml(path)  # a malformed file fails here, with its name and line
+    provenance = yaml.safe_load(path.read_text()).get("provenance") or {}
+    latency = {k: provenance[k] for k in ("device", "runtime", "dtype", "batch_size", "threads") if k in provenance}
+    return cfg, config_path, latency
 
 
 def retrain_command(target: str, trial: int | None = None, epochs: int | None = None, out=None, config_path=None,
-                    device="auto", log=print) -> dict:
-    cfg, config_path = resolve_target(target, trial, config_path)
-    p = prepare(config_path, device, log=log)
+                    latency: dict | None = None, log=print) -> dict:
+    cfg, config_path, searched_in = resolve_target(target, trial, config_path)
+    given = {k: v for k, v in (latency or {}).items() if v is not None}
+    p = prepare(config_path, log=log, **(searched_in | given))
     ensure_supernet(p, log=log)
     out = Path(out) if out else Path("results") / p.config["name"] / (f"retrain-trial{trial}" if trial is not None
                                                                       else f"retrain-{Path(target).stem}")

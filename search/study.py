@@ -12,7 +12,7 @@ from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 from tqdm import tqdm
 
-from evaluators import evaluate_accuracy, measure_latency_interleaved
+from evaluators import evaluate_accuracy
 
 from .optimize import Objective, build_sampler
 from .results import config_of, pareto_front, plot_front, trials_frame
@@ -79,16 +79,13 @@ def write_results(study: optuna.Study, p, base, budget_ms: float, out: Path, log
     sn, dev = p.sn, p.device
     configs = [sn.space.validate(config_of(r)) for _, r in front.iterrows()]
     if configs:
-        models = {"base": p.workload.model} | {f"t{i}": sn.extract(c).eval() for i, c in enumerate(configs)}
-        again = measure_latency_interleaved(models, p.workload.input_shape, dev, p.batch_size, p.threads, 10, 50)
+        again = p.meter.measure_many({f"t{i}": sn.extract(c).eval() for i, c in enumerate(configs)})
         front["remeasured_ms"] = [round(again[f"t{i}"].median_ms, 4) for i in range(len(configs))]
-        front["ratio_to_base"] = [round(again[f"t{i}"].median_ms / again["base"].median_ms, 4)
-                                  for i in range(len(configs))]
+        front["remeasured_ratio"] = [again[f"t{i}"].ratio for i in range(len(configs))]
         front["test_top1"] = [evaluate_accuracy(sn, p.workload.splits["test"], c, dev) for c in configs]
     front.to_csv(out / "pareto.csv", index=False)
-    runtime = base.runtime
     base_val = p.workload.metrics.get("val_top1") or evaluate_accuracy(p.workload.model, p.workload.splits["val"])
-    plot_front(df, front, budget_ms, (base.median_ms, base_val), out / "pareto.png", runtime)
+    plot_front(df, front, budget_ms, (base.median_ms, base_val), out / "pareto.png", p.setting.describe())
     ok = front[front["remeasured_ms"] <= budget_ms] if configs else front
     summary = {"budget_ms": budget_ms, "trials": len(df), "completed": int((df["state"] == "COMPLETE").sum()),
                "skipped": int((df["state"] == "PRUNED").sum()), "pareto": len(front)}
@@ -96,11 +93,11 @@ def write_results(study: optuna.Study, p, base, budget_ms: float, out: Path, log
         row = ok.sort_values("val_top1", ascending=False).iloc[0]
         best = configs[int(front.index[front["number"] == row["number"]][0])]
         metrics = {k: (float(row[k]) if k in row and row[k] == row[k] else None)
-                   for k in ("val_top1", "test_top1", "measured_ms", "remeasured_ms", "ratio_to_base",
+                   for k in ("val_top1", "test_top1", "measured_ms", "remeasured_ms", "remeasured_ratio",
                              "predicted_ms", "flops", "params")}
         provenance = {"trial": int(row["number"]), "base_checkpoint_hash": p.workload.checkpoint_hash,
-                      "config": p.config["name"], "device": str(dev), "batch_size": p.batch_size,
-                      "threads": p.threads, "runtime": runtime, "budget_ms": budget_ms,
+                      "config": p.config["name"], **p.setting.identity(), "latency": p.setting.describe(),
+                      "budget_ms": budget_ms,
                       "base_latency_ms": round(base.median_ms, 4), "vitnas": _version()}
         best.to_yaml(out / "best.yaml", extra={"metrics": metrics, "provenance": provenance})
         summary["best"] = {"trial": int(row["number"]), **metrics}
@@ -111,11 +108,11 @@ def write_results(study: optuna.Study, p, base, budget_ms: float, out: Path, log
 
 
 def summary_markdown(summary: dict, front, p, base) -> str:
-    lines = [f"# Search: {p.config['name']}, budget {summary['budget_ms']} ms", "",
+    lines = [f"# Search: {p.config['name']}, budget {summary['budget_ms']} ms ({p.setting.describe()})", "",
              f"Base model: {base}; val top-1 {p.workload.metrics.get('val_top1', float('nan')):.1%}.",
              f"Trials: {summary['trials']} ({summary['completed']} measured, {summary['skipped']} skipped by the "
              "latency table).", "", "## Pareto front (feasible)", ""]
-    cols = [c for c in ("number", "val_top1", "test_top1", "measured_ms", "remeasured_ms", "ratio_to_base",
+    cols = [c for c in ("number", "val_top1", "test_top1", "measured_ms", "remeasured_ms", "remeasured_ratio",
                         "predicted_ms", "embed_dim", "depth") if c in front]
     if len(front):
         lines.append("| " + " | ".join(cols) + " |")
@@ -126,7 +123,7 @@ def summary_markdown(summary: dict, front, p, base) -> str:
     if "best" in summary:
         b = summary["best"]
         lines += ["", f"Best within budget: trial {b['trial']}, val {b['val_top1']:.1%}, test "
-                      f"{b['test_top1']:.1%}, re-measured {b['remeasured_ms']:.2f} ms (best.yaml)."]
+                      f"{b['test_top1']:.1%}, re-measured {b['remeasured_ms']:.2f} ms in {p.setting.runtime}, {p.setting.dtype} (best.yaml)."]
     return "\n".join(lines) + "\n"
 
 

@@ -38,7 +38,8 @@ DEFAULTS: dict = {
     "train": {"epochs": 12, "batch_size": 64, "lr": 1.5e-3, "weight_decay": 0.05, "warmup": 0.05,
               "label_smoothing": 0.1, "patch_drop": 0.0, "seed": 0},
     "space": {},
-    "latency": {"runtime": "torch-eager", "warmup": 10, "repeats": 50},
+    "latency": {"runtime": "auto", "dtype": "float32", "batch_size": 1, "threads": None, "warmup": 10,
+                "repeats": 60, "block": 5},
     "supernet": {"method": "all", "epochs": 3, "lr": 5e-4, "batch_size": 64, "n_random": 2, "seed": 0},
     "retrain": {"epochs": 3, "lr": 5e-4, "batch_size": 64, "kd_weight": 0.5, "temperature": 2.0, "seed": 0},
 }

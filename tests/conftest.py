@@ -44,3 +44,19 @@ def sn() -> Supernet:
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+def synthetic_table(sn, samples: int = 40, seed: int = 0):
+    """A latency table fitted to noise-free ratios in which every shape term costs the same share of the
+    largest subnet: deterministic predictions for tests of what consumes them (no timing)."""
+    from evaluators import LatencySetting, LatencyTable
+    from evaluators.lut import FEATURES, features, table_key
+
+    big = features(sn.spec, sn.space.largest())
+    costs = np.where(big > 0, 1.0 / np.maximum(big, 1e-12), 0.0) / len(FEATURES)
+    rng = np.random.default_rng(seed)
+    table = LatencyTable(key=table_key(sn, LatencySetting.resolve("cpu", threads=1)))
+    table.points = [(c.to_dict(), float(features(sn.spec, c) @ costs))
+                    for c in [sn.space.largest(), sn.space.smallest()] + [sn.space.sample(rng) for _ in range(samples)]]
+    table.fit()
+    return table

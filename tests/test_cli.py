@@ -31,10 +31,16 @@ def test_run_prepares_once_then_uses_the_cache(cache, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "torch-eager" in result.stdout and "gradient phase" in result.stdout
     settings = json.loads((tmp_path / "res" / "run.json").read_text())["settings"]
-    assert settings["budget_ms"] == 50 and settings["threads"] == 1 and settings["device"] == "cpu"
+    assert settings["budget_ms"] == 50 and settings["latency"] == {
+        "device": "cpu", "runtime": "torch-eager", "dtype": "float32", "batch_size": 1, "threads": 1}
     # second run: base model, latency table and supernet come from the cache; the study is complete already
     again = run_cli(*args, cache=cache)
     assert again.returncode == 0 and "supernet: cached" in again.stdout and "training" not in again.stdout
+    assert "calibrat" not in again.stderr  # the latency table too (its progress bar goes to stderr)
+    # the same study cannot be continued in another runtime
+    other = run_cli(*args, "--runtime", "onnxruntime", cache=cache)
+    line = error_line(other)
+    assert other.returncode == 2 and "latency.runtime: torch-eager -> onnxruntime" in line
 
 
 def test_budget_below_smallest_subnet_names_its_latency(cache, tmp_path):

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from conftest import ROOT, micro_vit
+from conftest import ROOT, micro_vit, synthetic_table
 from search import load_results
 from search.redistribute import redistribute, scaled, trend
 from supernet import Supernet, SubnetConfig, build_subnet
@@ -72,7 +72,7 @@ def test_export_runs_in_onnxruntime_without_vitnas(cache, searched, tmp_path, mo
     assert fresh.returncode == 0, fresh.stderr
     monkeypatch.setenv("VITNAS_CACHE", str(cache))
     from search.run import ensure_supernet, prepare
-    p = prepare(ROOT / "configs" / "tiny.yaml", "cpu", log=lambda *_: None)
+    p = prepare(ROOT / "configs" / "tiny.yaml", "cpu", threads=1, log=lambda *_: None)  # the search's setting
     ensure_supernet(p, log=lambda *_: None)
     with torch.no_grad():
         expected = p.sn(x, r.config(trial)).numpy()
@@ -80,10 +80,8 @@ def test_export_runs_in_onnxruntime_without_vitnas(cache, searched, tmp_path, mo
 
 
 def test_redistribution_smooths_and_meets_the_predicted_budget():
-    from evaluators import LatencyTable
-
     sn = Supernet.from_timm(micro_vit()).eval()
-    table = LatencyTable.build(sn, threads=1, progress=False)
+    table = synthetic_table(sn)
     cfg = SubnetConfig(48, 4, [1, 3, 1, 3], [64, 192, 64, 192], ["msa"] * 4, [1.0, 1.0, 0.75, 0.5])
     assert np.allclose(trend([1.0, 2.0, 3.0]), [1, 2, 3])
     budget = table.predict(cfg)

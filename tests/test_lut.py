@@ -1,80 +1,120 @@
+"""The latency predictor: fitted on measured subnets, refitted online, cached per setting and hardware."""
 import numpy as np
 import pytest
 
-from evaluators import LatencyTable, measure_latency
-from evaluators.latency import measure_latency_interleaved
+from evaluators import LatencyMeter, LatencySetting, LatencyTable, measure_latency_interleaved
+from evaluators.lut import FEATURES, features, table_key, table_path
+from supernet import SubnetConfig
+
+FAST = dict(threads=1, warmup=2, repeats=10, block=5)
 
 
 @pytest.fixture(scope="module")
-def table_and_sn():
+def sn():
     from conftest import micro_vit
     from supernet import Supernet
 
-    sn = Supernet.from_timm(micro_vit()).eval()
-    return LatencyTable.build(sn, threads=1, progress=False), sn
+    return Supernet.from_timm(micro_vit()).eval()
 
 
-def test_table_covers_the_space_and_round_trips(table_and_sn, tmp_path, rng):
-    table, sn = table_and_sn
+@pytest.fixture(scope="module")
+def table(sn):
+    return LatencyTable.build(sn, LatencySetting.resolve("cpu", **FAST), samples=16, progress=False)
+
+
+def test_fit_recovers_known_costs_exactly(sn, rng):
+    """On noise-free ratios made from known non-negative costs, the fit predicts them to round-off."""
+    truth = np.abs(rng.normal(size=len(FEATURES))) / np.array([max(1.0, v) for v in features(sn.spec, sn.space.largest())])
+    table = LatencyTable(key=table_key(sn, LatencySetting.resolve("cpu", threads=1)))
+    configs = [sn.space.sample(rng) for _ in range(60)]
+    table.points = [(c.to_dict(), float(features(sn.spec, c) @ truth)) for c in configs]
+    table.fit()
+    for c in [sn.space.sample(rng) for _ in range(20)]:
+        assert table.predict_ratio(c) == pytest.approx(float(features(sn.spec, c) @ truth), rel=1e-6)
+
+
+def test_features_follow_the_extracted_shape(sn):
+    big, small = sn.space.largest(), sn.space.smallest()
+    fb, fs = features(sn.spec, big), features(sn.spec, small)
+    i = {k: n for n, k in enumerate(FEATURES)}
+    assert fb[i["blocks"]] == big.depth and fs[i["blocks"]] == small.depth
+    assert fb[i["token drops"]] == 0 and fs[i["token drops"]] >= 1  # the smallest keeps the fewest tokens
+    conv = SubnetConfig(big.embed_dim, 2, big.heads[:2], big.mlp[:2], ["conv", "msa"], [1.0, 1.0])
+    fc = features(sn.spec, conv)
+    assert fc[i["conv blocks"]] == 1 and fc[i["conv"]] > 0 and fc[i["heads"]] == conv.heads[1]
+
+
+def test_table_round_trips_and_predicts_in_ms_of_the_anchor(table, sn, tmp_path, rng):
     assert table.key["runtime"] == "torch-eager" and table.key["threads"] == 1 and table.key["batch_size"] == 1
+    assert len(table.points) == 16 and len(table.costs) == len(FEATURES) and min(table.costs) >= 0
     table.save(tmp_path / "t.json")
     loaded = LatencyTable.load(tmp_path / "t.json")
-    for _ in range(20):
+    for _ in range(10):
         cfg = sn.space.sample(rng)
-        assert loaded.predict(cfg) == table.predict(cfg) > 0
-
-
-def test_prediction_error_is_bounded(table_and_sn, rng):
-    """The issue's target (median <= 5%, p90 <= 10%) is checked on the bundled model by
-    benchmarks/foundation.py; here, on a shared CI machine, a looser guard."""
-    table, sn = table_and_sn
-    largest = sn.extract(sn.space.largest())
-    errors = []
-    for _ in range(30):
-        cfg = sn.space.sample(rng)
-        # timed interleaved with the largest subnet and re-anchored on it, as a run does: the machine's
-        # drift between building the table and now (±30% here) is not the table's error
-        measured = measure_latency_interleaved({"big": largest, "cfg": sn.extract(cfg)}, (1, 32, 32), threads=1,
-                                               warmup=5, repeats=30)
-        table.anchor(sn.space.largest(), measured["big"].median_ms)
-        errors.append(abs(table.predict(cfg) - measured["cfg"].median_ms) / measured["cfg"].median_ms)
-    assert np.median(errors) <= 0.25 and np.percentile(errors, 90) <= 0.5, errors
-
-
-def test_prediction_orders_big_and_small(table_and_sn):
-    table, sn = table_and_sn
+        assert loaded.predict(cfg) == pytest.approx(table.predict(cfg)) and table.predict(cfg) > 0
+    loaded.anchor(2 * table.base_ms)
+    cfg = sn.space.sample(rng)
+    assert loaded.predict(cfg) == pytest.approx(2 * table.predict(cfg))
     assert table.predict(sn.space.smallest()) < table.predict(sn.space.largest())
 
 
-def test_anchor_rescales(table_and_sn):
-    table, sn = table_and_sn
-    largest = sn.space.largest()
-    old = table.scale
+def test_prediction_error_on_ratios_is_bounded(table, sn):
+    """Ratios to the base model measured in the same blocks: the bound holds whatever this machine's speed.
+    The issue's targets (median <= 5%, p90 <= 10%) are measured by benchmarks/predictor.py; a shared CI
+    machine gets a looser guard."""
+    meter = LatencyMeter(LatencySetting.resolve("cpu", **FAST), (1, 32, 32), reference=sn.vit)
+    rng = np.random.default_rng(1)
+    held_out = []
+    for _ in range(12):
+        cfg = sn.space.sample(rng)
+        held_out.append((cfg.to_dict(), meter.measure(sn.extract(cfg)).ratio))
+    errors = table.errors(held_out)
+    assert np.median(errors) <= 0.3, errors
+
+
+def test_online_refit_learns_from_each_measurement(table, sn):
+    cfg = sn.space.largest()
+    before, n = table.predict_ratio(cfg), len(table.points)
     try:
-        table.anchor(largest, 2 * table.predict(largest))
-        assert table.scale == pytest.approx(2 * old)
+        table.add(cfg, 3 * before)  # a machine on which the largest subnet is far slower than predicted
+        assert len(table.points) == n + 1 and table.predict_ratio(cfg) > before
     finally:
-        table.scale = old
+        del table.points[n:]
+        table.fit()
 
 
-def test_cached_reuses_and_keys_by_batch_size(table_and_sn, tmp_path):
-    _, sn = table_and_sn
-    a = LatencyTable.cached(sn, tmp_path, threads=1, progress=False)
-    b = LatencyTable.cached(sn, tmp_path, threads=1, progress=False)
-    assert a.entries == b.entries  # second call read the file, did not re-measure
-    c = LatencyTable.cached(sn, tmp_path, threads=1, batch_size=2, progress=False)
+def test_cached_reuses_keys_by_setting_and_heals(sn, tmp_path, capsys):
+    s = LatencySetting.resolve("cpu", **FAST)
+    a = LatencyTable.cached(sn, s, tmp_path, progress=False)
+    b = LatencyTable.cached(sn, s, tmp_path, progress=False)
+    assert a.points == b.points  # second call read the file, did not measure again
+    c = LatencyTable.cached(sn, LatencySetting.resolve("cpu", **{**FAST, "batch_size": 2}), tmp_path, progress=False)
     assert c.key["batch_size"] == 2 and len(list(tmp_path.glob("lut-*.json"))) == 2
+    assert table_path(sn, s, tmp_path) != table_path(sn, LatencySetting.resolve("cpu", "onnxruntime", **FAST),
+                                                      tmp_path)
+    table_path(sn, s, tmp_path).write_text('{"key": {')  # truncated by a crash or another writer
+    healed = LatencyTable.cached(sn, s, tmp_path, progress=False)
+    assert healed.key == a.key and "unreadable" in capsys.readouterr().out
 
 
-def test_other_runtimes_are_refused_clearly(table_and_sn):
-    _, sn = table_and_sn
-    with pytest.raises(ValueError, match="torch-eager only"):
-        LatencyTable.build(sn, runtime="onnxruntime", progress=False)
+def test_a_new_token_scorer_gets_its_own_table(sn, tmp_path):
+    s = LatencySetting.resolve("cpu", **FAST)
+    before = table_path(sn, s, tmp_path)
+    try:
+        sn.use_scorer("dynamicvit")
+        assert table_path(sn, s, tmp_path) != before
+    finally:
+        sn.use_scorer("cls_attention")
 
 
-def test_extracted_largest_has_no_overhead_over_timm(table_and_sn):
+def test_unit_costs_are_positive_for_width_and_depth(table, sn):
+    costs = table.unit_costs(sn.space)
+    assert costs.total == pytest.approx(table.predict(sn.space.largest()))
+    assert costs.embed >= 0 and costs.head >= 0 and costs.mlp >= 0 and costs.block > 0
+
+
+def test_extracted_largest_has_no_overhead_over_timm(sn):
     """Loose guard (shared machine); the 5% figure comes from benchmarks/foundation.py."""
-    _, sn = table_and_sn
     lat = measure_latency_interleaved({"timm": sn.vit, "extracted": sn.extract(sn.space.largest())}, (1, 32, 32),
-                                      threads=1, warmup=20, repeats=200)
+                                      LatencySetting.resolve("cpu", threads=1, warmup=20, repeats=200))
     assert lat["extracted"].median_ms <= 1.15 * lat["timm"].median_ms, lat

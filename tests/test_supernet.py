@@ -6,6 +6,7 @@ import timm
 import torch
 
 from conftest import micro_vit
+from supernet.scorers import SCORERS
 from supernet import Supernet, SubnetConfig, SubnetViT, UnsupportedModel
 
 ATOL = 1e-5  # float32 round-off for logits of this size
@@ -127,21 +128,21 @@ def test_exit_heads_start_as_the_final_head(sn):
         assert torch.equal(ex["norm"].weight, sn.vit.norm.weight)
 
 
-def test_extracted_model_exports(sn, tmp_path):
-    onnxruntime = pytest.importorskip("onnxruntime")
+@pytest.mark.parametrize("scorer", sorted(SCORERS))
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_exported_conv_and_token_dropping_give_the_supernets_logits(sn, runtime, scorer, tmp_path):
+    """The ONNX file an ONNX runtime times (conv block, per-image top-k + gather) computes sn(x, cfg)."""
+    from evaluators.runtimes import get_runtime
+
+    sn.use_scorer(scorer)
     cfg = SubnetConfig(embed_dim=32, depth=3, heads=[2, 1, 3], mlp=[64, 96, 128], ops=["conv", "msa", "msa"],
                        keep=[1.0, 0.75, 0.5])
-    model = sn.extract(cfg).eval()
-    x = torch.randn(1, 1, 32, 32)
+    x = torch.randn(2, 1, 32, 32)  # two images: each keeps its own tokens
     with torch.no_grad():
-        expected = model(x)
-    exported = torch.export.export(model, (x,))
-    assert torch.allclose(exported.module()(x), expected, atol=ATOL, rtol=0)
-    path = tmp_path / "subnet.onnx"
-    torch.onnx.export(model, (x,), str(path), dynamo=True, external_data=False, verbose=False)
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
-    assert torch.allclose(torch.from_numpy(out), expected, atol=1e-4, rtol=0)
+        expected = sn(x, cfg)
+    out = get_runtime(runtime).prepare(sn.extract(cfg).eval(), x, 1, tmp_path)()
+    out = out[0] if isinstance(out, (list, tuple)) else out
+    assert torch.allclose(torch.as_tensor(out), expected, atol=1e-4, rtol=0)
 
 
 @pytest.mark.parametrize("kwargs", [dict(qkv_bias=False), dict(init_values=0.1), dict(qk_norm=True),

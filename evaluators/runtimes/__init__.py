@@ -1,34 +1,57 @@
-"""Runtimes: how a model is turned into something we can time (eager torch, onnxruntime, ...).
+"""Runtimes: how a model is turned into something we can time (torch eager, torch.compile, CUDA graphs,
+onnxruntime, OpenVINO).
 
-A runtime prepares a model once and hands back a zero-argument callable that runs one forward
-pass on a fixed example. The timing loop in `evaluators.latency` only ever calls that callable
-and `synchronize`, so adding a runtime (CUDA graphs, TensorRT, ...) is one new file here.
+A runtime prepares a model once and hands back a zero-argument callable that runs one forward pass on a
+fixed example. The timing loop in ``evaluators.latency`` only ever calls that callable and ``synchronize``,
+so adding a runtime is one new file here plus its import at the bottom. Each runtime declares the devices
+and dtypes it runs and the package it needs; ``check`` turns a request it cannot serve into one line.
 """
 
 from __future__ import annotations
 
 import abc
+import importlib.util
+from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 import torch
 from torch import Tensor, nn
 
+from supernet import ConfigError
+
 
 class Runtime(abc.ABC):
-    """Base class of a latency runtime; subclasses set `name` and implement `prepare`."""
+    """Base class of a latency runtime; subclasses set the class attributes and implement ``prepare``."""
 
     name: ClassVar[str]
+    summary: ClassVar[str]                                   # one line for --help
+    dtypes: ClassVar[dict[str, tuple[str, ...]]] = {"cpu": ("float32",)}  # device type -> dtypes it runs
+    package: ClassVar[str | None] = None                     # module it imports, if not torch
+    install: ClassVar[str] = ""                              # how a user gets that package
+    artefact: ClassVar[str | None] = None                    # file it runs, written into ``workdir``
+    isolated: ClassVar[bool] = False                         # timed in a child process (see openvino.py)
+
+    def check(self, device: torch.device, dtype: str) -> None:
+        """Raise ConfigError (one line, what to do) if this runtime cannot time on ``device`` in ``dtype``."""
+        if self.package and importlib.util.find_spec(self.package) is None:
+            raise ConfigError(f"runtime {self.name} needs the {self.package} package, which is not installed; "
+                              f"{self.install}")
+        if device.type not in self.dtypes:
+            raise ConfigError(f"runtime {self.name} runs on {' or '.join(self.dtypes)}, not {device.type}; "
+                              f"use --runtime {'torch-eager' if device.type == 'cpu' else 'cudagraph'} "
+                              f"or --device {next(iter(self.dtypes))}")
+        if dtype not in self.dtypes[device.type]:
+            raise ConfigError(f"runtime {self.name} on {device.type} runs "
+                              f"{', '.join(self.dtypes[device.type])}, not {dtype}; pass --dtype "
+                              f"{self.dtypes[device.type][0]}")
 
     @abc.abstractmethod
-    def prepare(
-        self, model: nn.Module, example: Tensor, device: torch.device, threads: int
-    ) -> Callable[[], Any]:
-        """Return a zero-arg callable running one forward of `model` on `example` (already on
-        `device`, in the dtype to measure). `model` is in eval mode; `threads` is the CPU
-        thread count to use."""
+    def prepare(self, model: nn.Module, example: Tensor, threads: int, workdir: Path) -> Callable[[], Any]:
+        """A zero-arg callable running one forward of ``model`` (eval mode) on ``example`` (already on its
+        device, in the dtype to measure) with ``threads`` CPU threads. Files it needs go into ``workdir``."""
 
     def synchronize(self, device: torch.device) -> None:
-        """Block until queued work on `device` is done, so wall time covers the whole call."""
+        """Block until queued work on ``device`` is done, so wall time covers the whole call."""
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
@@ -37,18 +60,42 @@ RUNTIMES: dict[str, type[Runtime]] = {}
 
 
 def register_runtime(cls: type[Runtime]) -> type[Runtime]:
-    """Class decorator: make `cls` available under `cls.name`."""
+    """Class decorator: make ``cls`` available under ``cls.name``."""
     RUNTIMES[cls.name] = cls
     return cls
 
 
 def get_runtime(name: str) -> Runtime:
-    """A fresh instance of the runtime called `name`."""
+    """A fresh instance of the runtime called ``name``."""
     if name not in RUNTIMES:
         valid = ", ".join(sorted(RUNTIMES))
-        raise ValueError(f"unknown runtime {name!r}; valid runtimes: {valid}")
+        raise ConfigError(f"unknown runtime {name!r}; valid runtimes: {valid}")
     return RUNTIMES[name]()
 
 
+def export_onnx(model: nn.Module, example: Tensor, path: str | Path) -> Path:
+    """One self-contained ONNX file of ``model`` at ``example``'s shape (float32, on CPU)."""
+    # torch>=2.9 defaults to the torch.export-based ("dynamo") exporter; it handles timm ViTs (incl.
+    # scaled_dot_product_attention) and topk + gather, and is the maintained path (the TorchScript one is
+    # deprecated). external_data=False keeps weights in the one file; verbose=False silences its log.
+    model = model.to("cpu", torch.float32)
+    torch.onnx.export(model, (example.to("cpu", torch.float32),), str(path), dynamo=True, external_data=False,
+                      verbose=False)
+    return Path(path)
+
+
+class OnnxFileRuntime(Runtime):
+    """A runtime that runs the model's ONNX export: ``prepare`` writes ``workdir/model.onnx`` and loads it."""
+
+    artefact = "model.onnx"
+
+    @abc.abstractmethod
+    def load(self, path: Path, example: Tensor, threads: int) -> Callable[[], Any]:
+        """A zero-arg callable running the ONNX file ``path`` on ``example``."""
+
+    def prepare(self, model, example, threads, workdir):
+        return self.load(export_onnx(model, example, Path(workdir) / self.artefact), example, threads)
+
+
 # Imported last (they need the names above) so that importing this package registers the built-ins.
-from . import onnxruntime, torch_eager  # noqa: E402,F401
+from . import compile, cudagraph, onnxruntime, openvino, torch_eager  # noqa: E402,F401

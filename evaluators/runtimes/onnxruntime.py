@@ -1,49 +1,38 @@
-"""The "onnxruntime" runtime: the model exported to ONNX and run by onnxruntime's CPU provider."""
+"""The "onnxruntime" runtime: the model exported to ONNX and run in an InferenceSession (CPU provider; the
+CUDA provider on a GPU where onnxruntime-gpu is installed)."""
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-from typing import Any, Callable
+from supernet import ConfigError
 
-import torch
-from torch import Tensor, nn
-
-from . import Runtime, register_runtime
-
-
-def export_onnx(model: nn.Module, example: Tensor, path: str | Path) -> None:
-    """One self-contained ONNX file of ``model`` at ``example``'s shape."""
-    # torch>=2.9 defaults to the torch.export-based ("dynamo") exporter; it handles timm ViTs (incl.
-    # scaled_dot_product_attention) and topk + gather, and is the maintained path (the TorchScript one is
-    # deprecated). external_data=False keeps weights in the one file; verbose=False silences its log.
-    torch.onnx.export(model, (example,), str(path), dynamo=True, external_data=False, verbose=False)
+from . import OnnxFileRuntime, register_runtime
 
 
 @register_runtime
-class OnnxRuntime(Runtime):
+class OnnxRuntime(OnnxFileRuntime):
     name = "onnxruntime"
+    summary = "the ONNX export in onnxruntime (CPU provider; CUDA provider with onnxruntime-gpu)"
+    dtypes = {"cpu": ("float32",), "cuda": ("float32",)}
+    package = "onnxruntime"
+    install = "pip install onnxruntime (onnxruntime-gpu for --device cuda)"
 
-    def prepare(
-        self, model: nn.Module, example: Tensor, device: torch.device, threads: int
-    ) -> Callable[[], Any]:
-        if device.type != "cpu":
-            raise ValueError(
-                f"the onnxruntime runtime runs on CPU only, not {device}; "
-                "use --device cpu or --runtime torch-eager"
-            )
-        # Imported here so that torch-eager users never pay for (or need) onnxruntime.
+    def check(self, device, dtype):
+        super().check(device, dtype)
+        import onnxruntime as ort
+        if device.type == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise ConfigError("onnxruntime here has no CUDA provider; pip install onnxruntime-gpu, or use "
+                              "--runtime cudagraph")
+
+    def load(self, path, example, threads):
         import onnxruntime as ort
 
-        model.to(device="cpu", dtype=example.dtype)
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "model.onnx"
-            export_onnx(model, example, path)
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1  # one graph, run sequentially: no inter-op pool
-            session = ort.InferenceSession(
-                str(path), options, providers=["CPUExecutionProvider"]
-            )
-        feed = {session.get_inputs()[0].name: example.numpy()}
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1  # one graph, run sequentially: no inter-op pool
+        if example.device.type == "cuda":
+            providers = [("CUDAExecutionProvider", {"device_id": example.device.index or 0})]
+        else:
+            providers = ["CPUExecutionProvider"]
+        session = ort.InferenceSession(str(path), options, providers=providers)
+        feed = {session.get_inputs()[0].name: example.cpu().numpy()}
         return lambda: session.run(None, feed)

@@ -2,25 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
-
 import torch
-from torch import Tensor, nn
 
 from . import Runtime, register_runtime
+
+FLOATS = ("float32", "float16", "bfloat16")
 
 
 @register_runtime
 class TorchEager(Runtime):
     name = "torch-eager"
+    summary = "plain PyTorch (the CPU default; on a GPU at small batch it is launch-bound)"
+    dtypes = {"cpu": ("float32", "bfloat16"), "cuda": FLOATS}
 
-    def prepare(
-        self, model: nn.Module, example: Tensor, device: torch.device, threads: int
-    ) -> Callable[[], Any]:
+    def prepare(self, model, example, threads, workdir):
         # `threads` needs no handling here: the caller pins torch's intra-op pool for the run.
-        model.to(device=device, dtype=example.dtype)
+        model.to(device=example.device, dtype=example.dtype)
 
-        def run() -> Tensor:
+        def run():
             with torch.inference_mode():
                 return model(example)
 
