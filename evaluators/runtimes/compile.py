@@ -5,23 +5,14 @@ from __future__ import annotations
 
 import torch
 
-from . import Runtime, register_runtime
-from .torch_eager import FLOATS
+from . import register_runtime
+from .torch_eager import TorchEager
 
 
 @register_runtime
-class TorchCompile(Runtime):
+class TorchCompile(TorchEager):
     name = "compile"
     summary = "torch.compile (Inductor); compile time reported apart from latency"
-    dtypes = {"cpu": ("float32", "bfloat16"), "cuda": FLOATS}
 
-    def prepare(self, model, example, threads, workdir):
-        model.to(device=example.device, dtype=example.dtype)
-        compiled = torch.compile(model, dynamic=False)
-
-        def run():
-            with torch.inference_mode():
-                return compiled(example)
-
-        run()  # compiles now, inside setup time
-        return run
+    def compiled(self, model):
+        return torch.compile(model, dynamic=False)
