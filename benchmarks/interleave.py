@@ -18,14 +18,15 @@ import argparse
 import json
 import subprocess
 import sys
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from evaluators.latency import LatencySetting, example_input, time_blocks  # noqa: E402
+from evaluators.latency import LatencySetting, example_input  # noqa: E402
+from evaluators.runtimes.timing import time_blocks  # noqa: E402
 from evaluators.runtimes import get_runtime  # noqa: E402
 from search.workload import create_model, load_config  # noqa: E402
 from supernet import Supernet, SubnetConfig  # noqa: E402
@@ -66,7 +67,7 @@ def main() -> None:
     config = load_config(args.config)
     vit = create_model(config["model"]).eval()
     sn = Supernet.from_timm(vit, bounds=config["space"]).eval()
-    setting = LatencySetting.resolve("cpu", args.runtime, threads=args.threads, warmup=20, repeats=200, block=10)
+    setting = LatencySetting.resolve("cpu", args.runtime, threads=args.threads, warmup=20, repeats=200, block=5)
     backend = get_runtime(setting.runtime)
     shape = (sn.spec.in_chans, *sn.spec.img_size)
     x = example_input(setting, shape)
@@ -81,13 +82,14 @@ def main() -> None:
     for name, cfg in subnets(sn.space).items():
         call = backend.prepare(sn.extract(cfg).eval(), x, setting.threads, tmp / name)
         rows = {k: [] for k in ("alone", "call", "blocks", "blocks_all", "fresh")}
+        s = setting
         for _ in range(args.rounds):
             med = lambda t: float(np.median(t))  # noqa: E731
-            rows["alone"].append(med(time_blocks({"s": call}, setting, backend)["s"]))
-            rows["call"].append(med(time_blocks({"b": base, "s": call}, replace(setting, block=1), backend,
-                                                skip_first=False)["s"]))
-            rows["blocks"].append(med(time_blocks({"b": base, "s": call}, setting, backend)["s"]))
-            rows["blocks_all"].append(med(time_blocks({"b": base, "s": call}, setting, backend, skip_first=False)["s"]))
+            rows["alone"].append(med(time_blocks({"s": call}, s.warmup, s.repeats, s.block)["s"]))
+            rows["call"].append(med(time_blocks({"b": base, "s": call}, s.warmup, s.repeats, 1, skip_first=False)["s"]))
+            rows["blocks"].append(med(time_blocks({"b": base, "s": call}, s.warmup, s.repeats, s.block)["s"]))
+            rows["blocks_all"].append(med(time_blocks({"b": base, "s": call}, s.warmup, s.repeats, s.block,
+                                                      skip_first=False)["s"]))
             rows["fresh"].append(fresh_process(setting, sn.spec.to_dict(), cfg, shape))
         m = {k: float(np.median(v)) for k, v in rows.items()}
         print(f"| {name} (e{cfg.embed_dim} d{cfg.depth}) | {m['alone']:.3f} ms | {m['call']:.3f} ms "

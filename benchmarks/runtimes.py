@@ -28,7 +28,7 @@ from evaluators.lut import hardware_name  # noqa: E402
 from search import load_results  # noqa: E402
 from search.optimize import SKIP_MARGIN  # noqa: E402
 from search.run import ensure_supernet, prepare, search_command  # noqa: E402
-from supernet import SubnetConfig  # noqa: E402
+from supernet import ConfigError, SubnetConfig  # noqa: E402
 
 
 def main() -> None:
@@ -51,7 +51,12 @@ def main() -> None:
         out = Path(args.out) / runtime
         print(f"== searching in {p.setting.describe()}: base {p.base_latency.median_ms:.2f} ms, budget {budget} ms",
               flush=True)
-        search_command(args.config, budget, latency, trials=args.trials, out=out, log=quiet)
+        try:
+            search_command(args.config, budget, latency, trials=args.trials, out=out, log=quiet)
+        except ConfigError as e:  # e.g. per-call overhead leaves no subnet under the budget in this runtime
+            print(f"   no search: {e}", flush=True)
+            searched[runtime] = {"budget": budget, "best": None, "skipped": 0, "would_fit": 0, "why": str(e)}
+            continue
         best = yaml.safe_load((out / "best.yaml").read_text()) if (out / "best.yaml").is_file() else None
         trials = load_results(out).trials
         skipped = trials[trials["state"] == "PRUNED"]
@@ -98,11 +103,13 @@ def main() -> None:
             r = r.iloc[0]
             cells.append(f"{r.latency_ms:.2f} ({r.ratio_to_base:.2f}×) {'fits' if r.within else '**over**'}")
         best = searched[origin]["best"]
-        acc = f"{best['metrics']['val_top1']:.1%} / {best['metrics']['test_top1']:.1%}" if best else "-"
+        acc = (f"{best['metrics']['val_top1']:.1%} / {best['metrics']['test_top1']:.1%}" if best else
+               "no subnet predicted within the budget")
         print(f"| {origin} | {acc} | " + " | ".join(cells) + " |")
     print("\n| runtime | skipped by the table | of those, would have met the budget |\n|---|---|---|")
     for origin, s in searched.items():
-        print(f"| {origin} | {s['skipped']} | {s['would_fit']} |")
+        if s["best"]:
+            print(f"| {origin} | {s['skipped']} | {s['would_fit']} |")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,10 @@ import supernet  # noqa: E402,F401  (registers vitnas_* models)
 from supernet import Supernet  # noqa: E402
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "cuda: needs a GPU (run by benchmarks/gpu_check.sh; CI has none)")
+
+
 @pytest.fixture(autouse=True)
 def _cache(tmp_path_factory, monkeypatch):
     """Every test writes its caches into a temporary folder, never the user's."""
