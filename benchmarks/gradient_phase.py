@@ -102,7 +102,7 @@ def main() -> None:
     prep = prepare(args.config, "cpu")
     result = ensure_supernet(prep)
     sn, table, workload = prep.sn, prep.table, prep.workload
-    space, val, shape = sn.space, workload.splits["val"], workload.input_shape
+    space, val = sn.space, workload.splits["val"]
     train_report = json.loads((phase_dir(prep, resolve_methods(prep.config["supernet"]["method"]))
                                / "train.json").read_text())
     base = prep.base_latency  # the table is anchored on it
