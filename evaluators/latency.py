@@ -55,15 +55,19 @@ class LatencySetting:
     batch_size: int = 1
     threads: int = 1
     warmup: int = 10     # untimed calls per model before the first block
-    repeats: int = 50    # timed calls per model
-    block: int = 10      # consecutive timed calls per model before switching to the next
+    repeats: int = 60    # timed calls per model
+    block: int = 5       # consecutive timed calls per model before switching to the next
 
     @classmethod
     def resolve(cls, device: str | torch.device = "auto", runtime: str = "auto", dtype: str = "float32",
-                batch_size: int = 1, threads: int | None = None, warmup: int = 10, repeats: int = 50,
-                block: int = 10) -> "LatencySetting":
+                batch_size: int = 1, threads: int | None = None, warmup: int | None = None,
+                repeats: int | None = None, block: int | None = None) -> "LatencySetting":
         """Check every value and fill the defaults: ``runtime="auto"`` is torch-eager on a CPU and cudagraph
-        on a GPU; ``threads=None`` is torch's current count."""
+        on a GPU; ``threads=None`` is torch's current count; warm-up, repeats and block default to the
+        class's (the only place their defaults are written)."""
+        warmup = cls.warmup if warmup is None else warmup
+        repeats = cls.repeats if repeats is None else repeats
+        block = cls.block if block is None else block
         dev = resolve_device(device)
         if runtime == "auto":
             runtime = "cudagraph" if dev.type == "cuda" else "torch-eager"

@@ -20,6 +20,7 @@ import os
 import platform
 import tempfile
 from dataclasses import asdict, dataclass, field, replace
+from functools import cached_property, lru_cache
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -28,7 +29,7 @@ import torch
 from scipy.optimize import nnls
 from tqdm import tqdm
 
-from supernet import SubnetConfig, build_subnet
+from supernet import ModelSpec, SubnetConfig, build_subnet
 from supernet.gates import UnitCosts
 
 from .latency import LatencyMeter, LatencySetting
@@ -54,7 +55,14 @@ FEATURES = (
 
 
 def features(spec, cfg: SubnetConfig) -> np.ndarray:
-    """The shape terms of ``cfg``'s extracted subnet (see ``FEATURES``)."""
+    """The shape terms of ``cfg``'s extracted subnet (see ``FEATURES``); read-only, cached (every refit reads
+    every point again, and deriving them from the subnet's shape decisions takes ~20 ms)."""
+    return _features(spec, cfg.key())
+
+
+@lru_cache(maxsize=65536)
+def _features(spec, key: tuple) -> np.ndarray:
+    cfg = SubnetConfig(key[0], key[1], *(list(v) for v in key[2:]))
     f = dict.fromkeys(FEATURES, 0.0)
     E, hd = cfg.embed_dim, spec.head_dim
     f["fixed"], f["stem"] = 1.0, E
@@ -79,7 +87,9 @@ def features(spec, cfg: SubnetConfig) -> np.ndarray:
         f["mlp"] += N * E * M
         f["mlp units"] += N * M
         entering = n
-    return np.array([f[k] for k in FEATURES])
+    row = np.array([f[k] for k in FEATURES])
+    row.flags.writeable = False
+    return row
 
 
 @dataclass
@@ -90,9 +100,8 @@ class LatencyTable:
     base_ms: float = 1.0          # the base model's latency this run (``anchor``): predictions are ratios × this
 
     # --- prediction -------------------------------------------------------------------------------
-    @property
-    def spec(self):
-        from supernet import ModelSpec
+    @cached_property
+    def spec(self) -> ModelSpec:
         return ModelSpec.from_dict(self.key["model"])
 
     def predict_ratio(self, cfg: SubnetConfig) -> float:

@@ -35,6 +35,7 @@ def export_command(results_dir, trial: int, to, latency: dict | None = None, log
     to.mkdir(parents=True, exist_ok=True)
     save_subnet(model, to / "model.safetensors")
     lat = p.meter.measure(model, workdir=to)  # an ONNX runtime writes and times to/model.onnx
+    timed = get_runtime(p.setting.runtime).artefact or "model.safetensors"
     if not (to / "model.onnx").is_file():
         export_onnx(model, torch.zeros(1, *p.workload.input_shape), to / "model.onnx")
     row = results.trials[results.trials["number"] == trial].iloc[0]
@@ -42,8 +43,7 @@ def export_command(results_dir, trial: int, to, latency: dict | None = None, log
     metrics |= {"exported_ms": round(lat.median_ms, 4), "exported_ratio_to_base": lat.ratio}
     cfg.to_yaml(to / "subnet.yaml", extra={"metrics": metrics, "provenance": {
         "trial": trial, "results": str(Path(results_dir).resolve()), "base_checkpoint_hash": p.workload.checkpoint_hash,
-        **p.setting.identity(), "latency": str(lat), "timed": get_runtime(p.setting.runtime).artefact or
-        "model.safetensors"}})
-    log(f"wrote {to}/subnet.yaml, model.safetensors, model.onnx (trial {trial}); timed "
-        f"{get_runtime(p.setting.runtime).artefact or 'the model'}: {lat}, {lat.ratio:.2f}× the base model")
+        **p.setting.identity(), "latency": str(lat), "timed": timed}})
+    log(f"wrote {to}/subnet.yaml, model.safetensors, model.onnx (trial {trial}); timed {timed}: {lat}, "
+        f"{lat.ratio:.2f}× the base model")
     return to

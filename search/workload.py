@@ -25,7 +25,7 @@ from torch import nn
 from tqdm import tqdm
 
 import supernet  # noqa: F401  (registers the bundled vitnas_* models in timm)
-from evaluators import evaluate_accuracy
+from evaluators import LatencySetting, evaluate_accuracy
 from evaluators.data import DigitsSpec, digits_splits, imagefolder_splits, make_loader
 from supernet import ConfigError
 
@@ -38,8 +38,8 @@ DEFAULTS: dict = {
     "train": {"epochs": 12, "batch_size": 64, "lr": 1.5e-3, "weight_decay": 0.05, "warmup": 0.05,
               "label_smoothing": 0.1, "patch_drop": 0.0, "seed": 0},
     "space": {},
-    "latency": {"runtime": "auto", "dtype": "float32", "batch_size": 1, "threads": None, "warmup": 10,
-                "repeats": 60, "block": 5},
+    "latency": {"runtime": "auto", "dtype": "float32", "batch_size": 1, "threads": None,
+                "warmup": LatencySetting.warmup, "repeats": LatencySetting.repeats, "block": LatencySetting.block},
     "supernet": {"method": "all", "epochs": 3, "lr": 5e-4, "batch_size": 64, "n_random": 2, "seed": 0},
     "retrain": {"epochs": 3, "lr": 5e-4, "batch_size": 64, "kd_weight": 0.5, "temperature": 2.0, "seed": 0},
 }
