@@ -36,6 +36,7 @@ from .latency import LatencyMeter, LatencySetting
 from .runtimes import get_runtime
 
 FORMAT = 4
+MIN_MARGIN = 0.1   # never skip a config predicted within 10% of the budget: one measurement's noise here
 FEATURES = (
     "fixed",            # per call: input copy, launch/dispatch of stem and head
     "stem",             # patch embedding and head, ∝ embedding width
@@ -99,6 +100,9 @@ class LatencyTable:
     costs: list[float] = field(default_factory=list)                 # one per FEATURES term, in base units
     base_ms: float = 1.0          # the base model's latency this run (``anchor``): predictions are ratios × this
 
+    def __post_init__(self):
+        self._margin: tuple[int, float] | None = None  # (points, skip_factor): not stored, recomputed
+
     # --- prediction -------------------------------------------------------------------------------
     @cached_property
     def spec(self) -> ModelSpec:
@@ -123,11 +127,22 @@ class LatencyTable:
 
     def fit(self) -> None:
         """Non-negative costs minimising the squared *relative* error over every point."""
+        X, y = self._data()
+        self.costs = _solve(X, y).tolist()
+
+    def skip_factor(self) -> float:
+        """How far over a budget a prediction must be for the search to skip the config unmeasured: 1 + the
+        largest over-prediction of any point predicted by a fit that left it out (at least ``MIN_MARGIN``).
+        It follows this table's own error on this machine and runtime instead of a constant."""
+        if self._margin is None or self._margin[0] != len(self.points):
+            X, y = self._data()
+            over = [float(X[i] @ _solve(np.delete(X, i, 0), np.delete(y, i)) / y[i] - 1) for i in range(len(y))]
+            self._margin = (len(self.points), 1 + max([MIN_MARGIN, *over]))
+        return self._margin[1]
+
+    def _data(self) -> tuple[np.ndarray, np.ndarray]:
         X = np.stack([features(self.spec, SubnetConfig.from_dict(c)) for c, _ in self.points])
-        y = np.array([r for _, r in self.points])
-        scale = np.maximum(X.max(axis=0), 1e-12)          # columns to [0, 1]: a well-conditioned solve
-        w, _ = nnls((X / scale) / y[:, None], np.ones(len(y)))
-        self.costs = (w / scale).tolist()
+        return X, np.array([r for _, r in self.points])
 
     def errors(self, points) -> np.ndarray:
         """Relative errors |predicted - measured| / measured of (config, ratio) pairs."""
@@ -204,6 +219,13 @@ class LatencyTable:
         table = cls.build(supernet, setting, meter=meter, progress=progress)
         table.save(path)
         return table
+
+
+def _solve(X: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Non-negative w minimising sum(((X @ w) / y - 1)²)."""
+    scale = np.maximum(X.max(axis=0), 1e-12)          # columns to [0, 1]: a well-conditioned solve
+    w, _ = nnls((X / scale) / y[:, None], np.ones(len(y)))
+    return w / scale
 
 
 def table_path(supernet, setting: LatencySetting, cache: str | Path) -> Path:

@@ -18,7 +18,6 @@ from optuna.trial import Trial
 from evaluators import count_cost, evaluate_accuracy
 from supernet import SubnetConfig
 
-SKIP_MARGIN = 1.25  # configs predicted above budget × this are skipped (the table's error is ~10%)
 
 
 # The budget is a trial constraint (``trial.set_constraint``, Optuna 5's successor of ``constraints_func``):
@@ -96,11 +95,13 @@ class Objective:
         predicted = self.table.predict(cfg)
         trial.set_user_attr("config", cfg.to_dict())
         trial.set_user_attr("predicted_ms", round(predicted, 4))
-        if predicted > SKIP_MARGIN * self.budget:
+        factor = self.table.skip_factor()
+        trial.set_user_attr("skip_factor", round(factor, 3))
+        if predicted > factor * self.budget:
             trial.set_user_attr("skipped", "predicted latency over budget")
             trial.set_user_attr("constraint", predicted - self.budget)
             trial.set_constraint("latency_ms_over_budget", predicted - self.budget)
-            raise optuna.TrialPruned(f"predicted {predicted:.2f} ms > {SKIP_MARGIN} × budget {self.budget} ms")
+            raise optuna.TrialPruned(f"predicted {predicted:.2f} ms > {factor:.2f} × budget {self.budget} ms")
         attrs = self.seen.get(cfg.key()) or self._evaluate(cfg)
         self.seen[cfg.key()] = attrs
         for k, v in attrs.items():

@@ -118,3 +118,20 @@ def test_extracted_largest_has_no_overhead_over_timm(sn):
     lat = measure_latency_interleaved({"timm": sn.vit, "extracted": sn.extract(sn.space.largest())}, (1, 32, 32),
                                       LatencySetting.resolve("cpu", threads=1, warmup=20, repeats=200))
     assert lat["extracted"].median_ms <= 1.15 * lat["timm"].median_ms, lat
+
+
+def test_skip_factor_follows_the_tables_own_error(sn, rng):
+    """Noise-free points: only the floor; one point the fit over-predicts by 2× (a subnet far faster here than
+    its shape says): the margin grows so that a config like it is measured, not skipped."""
+    from conftest import synthetic_table
+
+    from evaluators.lut import MIN_MARGIN
+
+    table = synthetic_table(sn)
+    assert table.skip_factor() == pytest.approx(1 + MIN_MARGIN)
+    cfg = sn.space.sample(rng)
+    table.add(cfg, table.predict_ratio(cfg) / 2)
+    assert table.skip_factor() > 1.5
+    left_out = LatencyTable(key=table.key, points=table.points[:-1])
+    left_out.fit()
+    assert table.skip_factor() == pytest.approx(left_out.predict_ratio(cfg) / table.points[-1][1])
