@@ -100,8 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
                      "(default: sqlite in the output folder)")
     run.add_argument("--study", default=None, help="study name (default: the output folder's name)")
     run.add_argument("--workers", type=int, default=1, help="local processes running trials on one storage")
-    run.add_argument("--retrain-top", type=int, default=0,
-                     help="fine-tune the K most accurate feasible Pareto configs (adds retrained_test_top1)")
+    run.add_argument("--retrain-top", type=int, default=1,
+                     help="retrain the K most accurate configs that met the budget and ship the best that still "
+                     "meets it in a fresh process to <out>/best/ (default 1; 0: hand over the shared-weight "
+                     "winner, best.yaml, without retraining)")
     run.add_argument("--out", default=None, help="output folder (default: results/<study or config name>)")
     add_latency_args(run)
     run.set_defaults(func=_run)

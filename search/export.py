@@ -6,9 +6,11 @@ import json
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import save_file
 
 from evaluators.runtimes import export_onnx, get_runtime
+from supernet import ConfigError, ModelSpec, SubnetConfig, build_subnet
 
 from .results import load_results, run_settings
 from .run import ensure_supernet, prepare
@@ -18,6 +20,20 @@ def save_subnet(model, path: Path) -> None:
     """The extracted model's weights, with its spec and config in the file's metadata (enough to rebuild it)."""
     meta = {"spec": json.dumps(model.spec.to_dict()), "config": json.dumps(model.cfg.to_dict())}
     save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(path), metadata=meta)
+
+
+def load_subnet(path: str | Path):
+    """The extracted model a ``save_subnet`` file holds (its spec and config are in the file's metadata)."""
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}
+        spec, cfg = ModelSpec.from_dict(json.loads(meta["spec"])), SubnetConfig.from_dict(json.loads(meta["config"]))
+    except (OSError, KeyError, ValueError) as e:
+        raise ConfigError(f"{path} is not a vitnas subnet file ({type(e).__name__}: {e})") from None
+    model = build_subnet(spec, cfg)
+    model.load_state_dict(state)
+    return model.eval()
 
 
 def export_command(results_dir, trial: int, to, latency: dict | None = None, log=print) -> Path:

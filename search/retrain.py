@@ -17,6 +17,10 @@ from supernet import ConfigError, SubnetConfig
 from supernet.train import distill_loss
 
 from .export import save_subnet
+
+# Distil from the base model as trained (its own weights; the supernet works on a copy). Measured against the
+# supernet's sandwich-trained largest subnet as teacher: benchmarks/teacher.py, README "Retraining".
+TEACHER = "the base model"
 from .results import load_results, run_settings
 from .run import Prepared, ensure_supernet, prepare
 
@@ -67,16 +71,21 @@ def retrain(p: Prepared, cfg: SubnetConfig, out: Path, epochs: int | None = None
     metrics = {"val_top1_before": before["val"], "test_top1_before": before["test"], "val_top1": after["val"],
                "test_top1": after["test"], "latency_ms": round(latency.median_ms, 4), "ratio_to_base": latency.ratio,
                "latency": str(latency), "runtime": latency.runtime, "dtype": latency.dtype,
-               "seconds": seconds, "settings": settings, "history": history,
+               "seconds": seconds, "settings": settings, "history": history, "teacher": TEACHER,
                "base_checkpoint_hash": p.workload.checkpoint_hash}
     out.mkdir(parents=True, exist_ok=True)
     save_subnet(model, out / "model.safetensors")
-    cfg.to_yaml(out / "subnet.yaml", extra={"metrics": {k: v for k, v in metrics.items()
-                                                        if k not in ("history", "settings", "latency")}})
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    write_metrics(cfg, metrics, out)
     log(f"retrained in {seconds:.0f} s: val {before['val']:.1%} -> {after['val']:.1%}, test {before['test']:.1%} -> "
         f"{after['test']:.1%}; {latency}")
     return metrics
+
+
+def write_metrics(cfg: SubnetConfig, metrics: dict, out: Path) -> None:
+    """metrics.json, and subnet.yaml with the scalar metrics (a config file a person reads)."""
+    scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float, bool)) or k == "runtime"}
+    cfg.to_yaml(out / "subnet.yaml", extra={"metrics": scalars})
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
 
 
 def resolve_target(target: str, trial: int | None, config_path) -> tuple[SubnetConfig, str | None, dict]:

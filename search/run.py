@@ -1,6 +1,7 @@
 """The jobs behind the CLI: prepare the workload, run (or load) the gradient phase, search under a budget."""
 from __future__ import annotations
 
+import copy
 import inspect
 import json
 import time
@@ -56,7 +57,8 @@ def prepare(config_path=None, device="auto", runtime=None, dtype=None, batch_siz
     if not ddp.is_main():
         ddp.barrier()
     workload = load_workload(config, device=setting.torch_device, log=log)
-    sn = Supernet.from_timm(workload.model, bounds=config["space"]).eval()
+    # the supernet trains and reorders a copy: workload.model stays the base model (the teacher, the reference)
+    sn = Supernet.from_timm(copy.deepcopy(workload.model), bounds=config["space"]).eval()
     meter = LatencyMeter(setting, workload.input_shape, reference=workload.model)
     log(f"latency: {setting.describe()} (table calibrated on first use, then cached)")
     table = LatencyTable.cached(sn, setting, cache_dir() / "lut", meter=meter, progress=ddp.is_main())
@@ -163,12 +165,15 @@ def search_command(config_path=None, budget_ms: float = 5.0, latency: dict | Non
                    timeout: float | None = None, sampler: str = "nsga2", seed: int | None = 0,
                    storage: str | None = None, study_name: str | None = None, workers: int = 1, retrain_top: int = 0,
                    out=None, log=print) -> dict:
-    """The main job: prepare (cached), then an Optuna study under the budget; writes the results folder.
+    """The main job: prepare (cached), then an Optuna study under the budget, then the ``retrain_top`` best
+    configs retrained and the best that meets the budget in a fresh process shipped to ``out/best/``.
     ``latency``: the command line's measurement values (device, runtime, dtype, batch_size, threads)."""
-    from .study import open_study, run_trials, start_workers, write_results
+    from .results import load_results
+    from .ship import ship
+    from .study import open_study, run_trials, start_workers, summary_markdown, write_results
 
-    if trials < 1 or workers < 1:
-        raise ConfigError("--trials and --workers must be at least 1")
+    if trials < 1 or workers < 1 or retrain_top < 0:
+        raise ConfigError("--trials and --workers must be at least 1, --retrain-top at least 0")
     build_sampler(sampler, seed)  # an unknown sampler fails before any work
     config = load_config(config_path)
     setting = latency_setting(config, **(latency or {}))
@@ -211,12 +216,14 @@ def search_command(config_path=None, budget_ms: float = 5.0, latency: dict | Non
                 log(f"a worker exited with {proc.returncode}: {err.strip().splitlines()[-1] if err.strip() else ''}")
         p.table.save(table_path(p.sn, p.setting, cache_dir() / "lut"))  # what this study measured, for the next
     summary = write_results(study, p, base, budget_ms, out, log)
-    if retrain_top > 0:
-        retrain_front(p, out, budget_ms, retrain_top, log)
-    log(f"base model: {base}")
-    log((out / "summary.md").read_text())
+    if retrain_top:
+        summary["shipped"] = ship(p, out, budget_ms, retrain_top, log)
+    else:
+        log("not retrained (--retrain-top 0): best.yaml is the winner on shared weights")
+    (out / "summary.md").write_text(summary_markdown(summary, load_results(out).pareto, p, base))
     log(f"wrote {out}/: trials.csv, pareto.csv, best.yaml, pareto.png, summary.md" +
-        (", study.db" if storage.endswith("study.db") else ""))
+        (", study.db" if storage.endswith("study.db") else "") + (", best/" if summary.get("shipped") else ""))
+    log((out / "summary.md").read_text())
     return summary
 
 
@@ -226,26 +233,6 @@ def _difference(old: dict, new: dict) -> str:
                               for k, v in (flat(v0, f"{k0}.").items() if isinstance(v0, dict) else [(k0, v0)])}
     a, b = flat(old), flat(new)
     return ", ".join(f"{k}: {a.get(k)} -> {b.get(k)}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k))
-
-
-def retrain_front(p: Prepared, out: Path, budget_ms: float, k: int, log=print) -> None:
-    """Fine-tune the ``k`` most accurate Pareto configs that re-measured within budget; their test top-1
-    after retraining goes into pareto.csv (``retrained_test_top1``)."""
-    import pandas as pd
-
-    from .results import config_of
-    from .retrain import retrain
-
-    front = pd.read_csv(out / "pareto.csv")
-    if "remeasured_ms" not in front:
-        return
-    chosen = front[front["remeasured_ms"] <= budget_ms].sort_values("val_top1", ascending=False).head(k)
-    front["retrained_test_top1"] = float("nan")
-    for i, row in chosen.iterrows():
-        log(f"retraining trial {int(row['number'])} ({len(chosen)} to retrain)")
-        metrics = retrain(p, config_of(row), out / f"retrain-trial{int(row['number'])}", log=log)
-        front.loc[i, "retrained_test_top1"] = metrics["test_top1"]
-    front.to_csv(out / "pareto.csv", index=False)
 
 
 def worker_command(storage: str, study_name: str, trials: int | None = None, latency: dict | None = None,

@@ -26,7 +26,7 @@ def error_line(result) -> str:
 
 def test_run_prepares_once_then_uses_the_cache(cache, tmp_path):
     args = ("run", "--budget-ms", "50", "--config", "configs/tiny.yaml", "--threads", "1", "--device", "cpu",
-            "--trials", "3", "--out", str(tmp_path / "res"))
+            "--trials", "3", "--retrain-top", "0", "--out", str(tmp_path / "res"))
     result = run_cli(*args, cache=cache)
     assert result.returncode == 0, result.stderr
     assert "torch-eager" in result.stdout and "gradient phase" in result.stdout

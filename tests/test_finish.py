@@ -23,19 +23,98 @@ RUN = ("run", "--config", "configs/tiny.yaml", "--device", "cpu", "--threads", "
 @pytest.fixture(scope="module")
 def searched(cache, tmp_path_factory):
     out = tmp_path_factory.mktemp("finish") / "res"
-    result = run_cli(*RUN, "--budget-ms", "50", "--trials", "8", "--retrain-top", "1", "--out", str(out),
-                     cache=cache)
+    result = run_cli(*RUN, "--budget-ms", "50", "--trials", "8", "--out", str(out), cache=cache)  # retrains by default
     assert result.returncode == 0, result.stderr
+    (out / "stdout.txt").write_text(result.stdout)
     return out
 
 
-def test_run_retrains_the_top_configs(searched):
+def test_run_ships_the_retrained_winner_by_default(searched):
     front = pd.read_csv(searched / "pareto.csv")
     done = front["retrained_test_top1"].dropna()
     assert len(done) == 1 and 0 <= done.iloc[0] <= 1
-    trial = int(front.loc[done.index[0], "number"])
-    metrics = json.loads((searched / f"retrain-trial{trial}" / "metrics.json").read_text())
-    assert metrics["test_top1"] == done.iloc[0]
+    best = searched / "best"
+    assert {p.name for p in best.iterdir()} >= {"model.safetensors", "model.onnx", "subnet.yaml", "metrics.json"}
+    m = json.loads((best / "metrics.json").read_text())
+    assert m["trial"] == int(front.loc[done.index[0], "number"]) and m["test_top1"] == done.iloc[0]
+    assert {"val_top1_before", "test_top1_before", "val_top1", "test_top1"} <= set(m)
+    assert m["measured_in"] == "a fresh process" and m["within_budget"] and m["latency_ms"] <= m["budget_ms"]
+    assert m["base_latency_ms"] > m["latency_ms"] > 0 and "torch-eager" in m["latency"]
+    assert m["teacher"] == "the base model" and {"val_top1", "test_top1"} <= set(m["base"])
+    # summary.md and the last lines printed lead with base model vs shipped model
+    summary = (searched / "summary.md").read_text()
+    assert summary.index("| base model |") < summary.index("## Search")
+    out = (searched / "stdout.txt").read_text()
+    assert "| shipped, retrained |" in out[out.rindex("wrote "):]
+
+
+def test_the_shipped_files_give_the_retrained_logits_without_the_search(cache, searched, tmp_path):
+    """model.safetensors rebuilds the retrained model alone; model.onnx gives its logits in onnxruntime in a
+    process that imports nothing of vitnas; and it is the retrained model, not the shared-weight one."""
+    from search.export import load_subnet
+
+    best = searched / "best"
+    model = load_subnet(best / "model.safetensors")
+    x = torch.randn(4, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    np.save(tmp_path / "x.npy", x.numpy())
+    script = ("import sys, numpy as np, onnxruntime as ort\n"
+              f"s = ort.InferenceSession(r'{best / 'model.onnx'}')\n"
+              f"y = np.concatenate([s.run(None, {{s.get_inputs()[0].name: v[None]}})[0] for v in np.load(r'{tmp_path / 'x.npy'}')])\n"
+              "assert not any(m.split('.')[0] in ('supernet', 'search', 'evaluators') for m in sys.modules)\n"
+              f"np.save(r'{tmp_path / 'y.npy'}', y)\n")
+    fresh = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
+    assert fresh.returncode == 0, fresh.stderr
+    with torch.no_grad():
+        logits = model(x).numpy()
+    assert np.allclose(np.load(tmp_path / "y.npy"), logits, atol=1e-4)
+    from search.run import ensure_supernet, prepare
+    p = prepare(ROOT / "configs" / "tiny.yaml", "cpu", threads=1, log=lambda *_: None)
+    ensure_supernet(p, log=lambda *_: None)
+    m = json.loads((best / "metrics.json").read_text())
+    from evaluators import evaluate_accuracy
+    assert evaluate_accuracy(model, p.workload.splits["val"]) == pytest.approx(m["val_top1"])
+    with torch.no_grad():
+        shared = p.sn(x, model.cfg).numpy()
+    assert not np.allclose(shared, logits, atol=1e-3)  # retrained: not the shared weights
+
+
+def test_a_winner_over_budget_in_a_fresh_process_is_never_shipped_quietly(cache, searched, tmp_path, monkeypatch):
+    import shutil
+
+    import search.ship as ship_module
+    from evaluators import Latency
+    from search.run import ensure_supernet, prepare
+
+    monkeypatch.setenv("VITNAS_CACHE", str(cache))
+    out = tmp_path / "res"
+    shutil.copytree(searched, out)
+    (out / "pareto.csv").write_text((searched / "pareto.csv").read_text())
+    front = pd.read_csv(out / "pareto.csv")
+    order = front[front["remeasured_ms"] <= 50].sort_values("val_top1", ascending=False)["number"].tolist()
+    assert len(order) >= 2, front
+    p = prepare(ROOT / "configs" / "tiny.yaml", "cpu", threads=1, log=lambda *_: None)
+    ensure_supernet(p, log=lambda *_: None)
+    p.config["retrain"]["epochs"] = 1
+    calls = []
+
+    def remeasure(model_cfg, setting, shape, path, workdir):  # the top config lands over budget when re-measured
+        calls.append(path.parent.name)
+        ms = 80.0 if len(calls) == 1 or "always over" in calls else 10.0
+        lat = lambda v, r: Latency(v, v, v, 1, setting.runtime, setting.device, 1, 1, setting.dtype, ratio=r)  # noqa: E731
+        return lat(ms, ms / 40), lat(40.0, 1.0)
+
+    monkeypatch.setattr(ship_module, "remeasure_fresh", remeasure)
+    said = []
+    shipped = ship_module.ship(p, out, 50, 1, log=said.append)
+    assert calls == [f"retrain-trial{order[0]}", f"retrain-trial{order[1]}"]  # the next config was retrained
+    assert any(s.startswith("!!") and f"trial {order[0]}" in s and "over the budget" in s for s in said), said
+    assert shipped["trial"] == order[1] and json.loads((out / "best" / "metrics.json").read_text())["trial"] == order[1]
+    # and when nothing meets the budget, nothing is shipped, loudly
+    calls.append("always over")
+    said.clear()
+    assert ship_module.ship(p, out, 50, 1, log=said.append) is None
+    assert any(s.startswith("!!") and "nothing shipped" in s for s in said), said
+    assert not (out / "best").exists()  # no model from an earlier run is left looking shipped
 
 
 def test_retrain_command_reports_before_and_after_and_saves_a_loadable_model(cache, searched, tmp_path):

@@ -20,7 +20,7 @@ from conftest import ROOT
 from search import load_results
 from test_cli import error_line, run_cli
 
-RUN = ("run", "--config", "configs/tiny.yaml", "--device", "cpu", "--threads", "1")
+RUN = ("run", "--config", "configs/tiny.yaml", "--device", "cpu", "--threads", "1", "--retrain-top", "0")
 
 
 def _finished(storage, study):
