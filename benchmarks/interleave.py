@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from evaluators.latency import LatencySetting, example_input  # noqa: E402
 from evaluators.runtimes.timing import time_blocks  # noqa: E402
 from evaluators.runtimes import get_runtime  # noqa: E402
-from search.workload import create_model, load_config  # noqa: E402
+from search.workload import base_model_config, create_model, load_config  # noqa: E402
 from supernet import Supernet, SubnetConfig  # noqa: E402
 
 
@@ -65,7 +65,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     config = load_config(args.config)
-    vit = create_model(config["model"]).eval()
+    vit = create_model(base_model_config(config)).eval()
     sn = Supernet.from_timm(vit, bounds=config["space"]).eval()
     setting = LatencySetting.resolve("cpu", args.runtime, threads=args.threads, warmup=20, repeats=200, block=5)
     backend = get_runtime(setting.runtime)

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from evaluators import LatencyMeter, LatencySetting, LatencyTable  # noqa: E402
 from evaluators.lut import hardware_name  # noqa: E402
-from search.workload import create_model, load_config  # noqa: E402
+from search.workload import base_model_config, create_model, load_config  # noqa: E402
 from supernet import Supernet, SubnetConfig  # noqa: E402
 
 
@@ -37,7 +37,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
     config = load_config(args.config)
-    sn = Supernet.from_timm(create_model(config["model"]).eval(), bounds=config["space"]).eval()
+    sn = Supernet.from_timm(create_model(base_model_config(config)).eval(), bounds=config["space"]).eval()
     shape = (sn.spec.in_chans, *sn.spec.img_size)
     rows = []
     for runtime in args.runtimes.split(","):

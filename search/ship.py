@@ -19,6 +19,7 @@ from evaluators.runtimes import export_onnx
 from .remeasure import remeasure_fresh
 from .results import config_of
 from .retrain import retrain, write_metrics
+from .workload import base_model_config
 
 LOUD = "!!"  # marks what a user must not miss in a long log
 
@@ -48,7 +49,7 @@ def ship(p, out: Path, budget_ms: float, top: int, log=print) -> dict | None:
         log(f"retraining trial {trial} ({tried + 1} of {top if tried < top else 'the next, as none fitted yet'})")
         folder, cfg = out / f"retrain-trial{trial}", config_of(row)
         metrics = retrain(p, cfg, folder, log=log)
-        fresh, base = remeasure_fresh(p.config["model"], p.setting, p.workload.input_shape,
+        fresh, base = remeasure_fresh(base_model_config(p.config), p.setting, p.workload.input_shape,
                                       folder / "model.safetensors", folder)
         metrics |= {"trial": trial, "latency_ms": round(fresh.median_ms, 4), "ratio_to_base": fresh.ratio,
                     "latency": str(fresh), "measured_in": "a fresh process", "base_latency_ms": round(base.median_ms, 4),

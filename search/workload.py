@@ -36,7 +36,7 @@ DEFAULTS: dict = {
     "data": {"name": "digits", "root": None, "seed": 0, "digit_min": 20, "digit_max": 24, "clutter": 1,
              "jitter": 4, "variants": [8, 3, 3], "mean": None, "std": None, "batch_size": 256},
     "train": {"epochs": 12, "batch_size": 64, "lr": 1.5e-3, "weight_decay": 0.05, "warmup": 0.05,
-              "label_smoothing": 0.1, "patch_drop": 0.0, "seed": 0},
+              "label_smoothing": 0.1, "patch_drop": 0.0, "init_values": 1e-4, "seed": 0},
     "space": {},
     "latency": {"runtime": "auto", "dtype": "float32", "batch_size": 1, "threads": None,
                 "warmup": LatencySetting.warmup, "repeats": LatencySetting.repeats, "block": LatencySetting.block},
@@ -155,6 +155,17 @@ def weights_file(model_cfg: dict) -> str | None:
     return name if Path(name).suffix in (".safetensors", ".pth", ".pt") else model_cfg["checkpoint"]
 
 
+def base_model_config(config: dict) -> dict:
+    """The model section as the base model is built. A base trained here from scratch gets the recipe's
+    LayerScale (``train.init_values``) unless ``model.kwargs`` sets ``init_values`` itself: it belongs to how
+    the model is trained, so a user's kwargs (``num_classes``, ``in_chans``) cannot drop it unknowingly. A
+    model with weights keeps exactly the architecture its kwargs name."""
+    m, init = config["model"], config["train"]["init_values"]
+    if weights_file(m) or m["pretrained"] or init is None:
+        return m
+    return {**m, "kwargs": {"init_values": init, **m["kwargs"]}}
+
+
 def create_model(model_cfg: dict) -> nn.Module:
     name, checkpoint = model_cfg["name"], weights_file(model_cfg)
     if checkpoint == name:
@@ -231,7 +242,7 @@ class Workload:
 
 def load_workload(config: dict, device="cpu", log=print) -> Workload:
     """Build the base model and data for ``config``; trains and caches the base model if it has no weights."""
-    model_cfg = config["model"]
+    model_cfg = base_model_config(config)
     torch.manual_seed(config["train"]["seed"])  # the initial weights of a model trained here are part of its recipe
     model = create_model(model_cfg)
     splits = build_splits(config["data"], model)

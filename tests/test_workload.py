@@ -83,3 +83,21 @@ def test_checkpoint_errors_are_one_line(tmp_path):
         create_model(_model_cfg(name="vit_does_not_exist"))
     with pytest.raises(ConfigError, match="does not exist"):
         create_model(_model_cfg(checkpoint=str(tmp_path / "missing.safetensors")))
+
+
+def test_a_users_kwargs_do_not_drop_the_recipes_layer_scale(tmp_path):
+    """A held-out ImageFolder-style config sets its own kwargs; the base it trains from scratch still gets the
+    recipe's LayerScale. A model with weights keeps exactly its kwargs' architecture."""
+    from search.workload import base_model_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  name: vitnas_micro\n  kwargs: {in_chans: 3, num_classes: 12}\n")
+    config = load_config(path)
+    built = base_model_config(config)
+    assert built["kwargs"] == {"init_values": config["train"]["init_values"], "in_chans": 3, "num_classes": 12}
+    model = create_model(built)
+    assert model.blocks[0].ls1.gamma.shape == (48,) and model.head.out_features == 12
+    path.write_text("model:\n  name: vitnas_micro\n  kwargs: {init_values: 0.5}\n")
+    assert base_model_config(load_config(path))["kwargs"] == {"init_values": 0.5}  # the user's choice wins
+    path.write_text("model:\n  name: vitnas_micro\n  checkpoint: w.safetensors\n")
+    assert base_model_config(load_config(path))["kwargs"] == {}  # weights given: their architecture
