@@ -20,6 +20,19 @@ from test_cli import error_line, run_cli
 RUN = ("run", "--config", "configs/tiny.yaml", "--device", "cpu", "--threads", "1")
 
 
+def onnxruntime_without_vitnas(onnx_file, x: torch.Tensor, tmp_path) -> np.ndarray:
+    """The file's outputs for each image of ``x``, computed in a process that imports nothing of vitnas."""
+    np.save(tmp_path / "x.npy", x.numpy())
+    script = ("import sys, numpy as np, onnxruntime as ort\n"
+              f"s = ort.InferenceSession(r'{onnx_file}')\n"
+              f"y = [s.run(None, {{s.get_inputs()[0].name: v[None]}})[0] for v in np.load(r'{tmp_path / 'x.npy'}')]\n"
+              "assert not any(m.split('.')[0] in ('supernet', 'search', 'evaluators') for m in sys.modules)\n"
+              f"np.save(r'{tmp_path / 'y.npy'}', np.concatenate(y))\n")
+    fresh = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
+    assert fresh.returncode == 0, fresh.stderr
+    return np.load(tmp_path / "y.npy")
+
+
 @pytest.fixture(scope="module")
 def searched(cache, tmp_path_factory):
     out = tmp_path_factory.mktemp("finish") / "res"
@@ -56,17 +69,9 @@ def test_the_shipped_files_give_the_retrained_logits_without_the_search(cache, s
     best = searched / "best"
     model = load_subnet(best / "model.safetensors")
     x = torch.randn(4, 1, 32, 32, generator=torch.Generator().manual_seed(0))
-    np.save(tmp_path / "x.npy", x.numpy())
-    script = ("import sys, numpy as np, onnxruntime as ort\n"
-              f"s = ort.InferenceSession(r'{best / 'model.onnx'}')\n"
-              f"y = np.concatenate([s.run(None, {{s.get_inputs()[0].name: v[None]}})[0] for v in np.load(r'{tmp_path / 'x.npy'}')])\n"
-              "assert not any(m.split('.')[0] in ('supernet', 'search', 'evaluators') for m in sys.modules)\n"
-              f"np.save(r'{tmp_path / 'y.npy'}', y)\n")
-    fresh = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
-    assert fresh.returncode == 0, fresh.stderr
     with torch.no_grad():
         logits = model(x).numpy()
-    assert np.allclose(np.load(tmp_path / "y.npy"), logits, atol=1e-4)
+    assert np.allclose(onnxruntime_without_vitnas(best / "model.onnx", x, tmp_path), logits, atol=1e-4)
     from search.run import ensure_supernet, prepare
     p = prepare(ROOT / "configs" / "tiny.yaml", "cpu", threads=1, log=lambda *_: None)
     ensure_supernet(p, log=lambda *_: None)
@@ -141,21 +146,14 @@ def test_export_runs_in_onnxruntime_without_vitnas(cache, searched, tmp_path, mo
     result = run_cli("export", str(searched), "--trial", str(trial), "--to", str(tmp_path), cache=cache)
     assert result.returncode == 0, result.stderr
     x = torch.randn(1, 1, 32, 32, generator=torch.Generator().manual_seed(0))
-    np.save(tmp_path / "x.npy", x.numpy())
-    script = ("import sys, numpy as np, onnxruntime as ort\n"
-              f"s = ort.InferenceSession(r'{tmp_path / 'model.onnx'}')\n"
-              f"y = s.run(None, {{s.get_inputs()[0].name: np.load(r'{tmp_path / 'x.npy'}')}})[0]\n"
-              "assert not any(m.split('.')[0] in ('supernet', 'search', 'evaluators') for m in sys.modules)\n"
-              f"np.save(r'{tmp_path / 'y.npy'}', y)\n")
-    fresh = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
-    assert fresh.returncode == 0, fresh.stderr
+    y = onnxruntime_without_vitnas(tmp_path / "model.onnx", x, tmp_path)
     monkeypatch.setenv("VITNAS_CACHE", str(cache))
     from search.run import ensure_supernet, prepare
     p = prepare(ROOT / "configs" / "tiny.yaml", "cpu", threads=1, log=lambda *_: None)  # the search's setting
     ensure_supernet(p, log=lambda *_: None)
     with torch.no_grad():
         expected = p.sn(x, r.config(trial)).numpy()
-    assert np.allclose(np.load(tmp_path / "y.npy"), expected, atol=1e-4)
+    assert np.allclose(y, expected, atol=1e-4)
 
 
 def test_redistribution_smooths_and_meets_the_predicted_budget():
