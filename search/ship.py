@@ -49,6 +49,7 @@ def ship(p, out: Path, budget_ms: float, top: int, log=print) -> dict | None:
         log(f"retraining trial {trial} ({tried + 1} of {top if tried < top else 'the next, as none fitted yet'})")
         folder, cfg = out / f"retrain-trial{trial}", config_of(row)
         metrics = retrain(p, cfg, folder, log=log)
+        log(f"re-measuring trial {trial} in a fresh process ({p.setting.describe()})")
         fresh, base = remeasure_fresh(base_model_config(p.config), p.setting, p.workload.input_shape,
                                       folder / "model.safetensors", folder)
         metrics |= {"trial": trial, "latency_ms": round(fresh.median_ms, 4), "ratio_to_base": fresh.ratio,
