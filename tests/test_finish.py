@@ -61,7 +61,7 @@ def test_run_ships_the_retrained_winner_by_default(searched):
     assert "| shipped, retrained |" in out[out.rindex("wrote "):]
 
 
-def test_the_shipped_files_give_the_retrained_logits_without_the_search(cache, searched, tmp_path):
+def test_the_shipped_files_give_the_retrained_logits_without_the_search(cache, searched, tmp_path, monkeypatch):
     """model.safetensors rebuilds the retrained model alone; model.onnx gives its logits in onnxruntime in a
     process that imports nothing of vitnas; and it is the retrained model, not the shared-weight one."""
     from search.export import load_subnet
@@ -72,6 +72,7 @@ def test_the_shipped_files_give_the_retrained_logits_without_the_search(cache, s
     with torch.no_grad():
         logits = model(x).numpy()
     assert np.allclose(onnxruntime_without_vitnas(best / "model.onnx", x, tmp_path), logits, atol=1e-4)
+    monkeypatch.setenv("VITNAS_CACHE", str(cache))  # the search's base model and supernet
     from search.run import ensure_supernet, prepare
     p = prepare(ROOT / "configs" / "tiny.yaml", "cpu", threads=1, log=lambda *_: None)
     ensure_supernet(p, log=lambda *_: None)
