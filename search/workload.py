@@ -190,7 +190,8 @@ def _bf16_autocast() -> bool:
 
 
 def train_classifier(model: nn.Module, train_set, cfg: dict, device="cpu") -> list[dict]:
-    """AdamW, linear warm-up then cosine, label smoothing; one progress bar per epoch. Returns history."""
+    """AdamW, linear warm-up then cosine, label smoothing; one progress bar over every epoch (its estimate of
+    the time left is the whole training's). Returns history."""
     torch.manual_seed(cfg["seed"])
     model.to(device).train()
     loader = make_loader(train_set, cfg["batch_size"], shuffle=True, seed=cfg["seed"])
@@ -201,10 +202,10 @@ def train_classifier(model: nn.Module, train_set, cfg: dict, device="cpu") -> li
         opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total))))
     amp = torch.device(device).type == "cuda" or _bf16_autocast()
     history = []
+    bar = tqdm(total=total, desc="base model", unit="step", leave=False)
     for epoch in range(cfg["epochs"]):
-        bar = tqdm(loader, desc=f"base epoch {epoch + 1}/{cfg['epochs']}", leave=False)
         total_loss = correct = seen = 0
-        for x, y in bar:
+        for x, y in loader:
             x, y = x.to(device), y.to(device)
             with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=amp):
                 logits = model(x)
@@ -217,11 +218,13 @@ def train_classifier(model: nn.Module, train_set, cfg: dict, device="cpu") -> li
             total_loss += loss.item() * len(y)
             correct += (logits.argmax(1) == y).sum().item()
             seen += len(y)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+            bar.update()
+            bar.set_postfix(epoch=f"{epoch + 1}/{cfg['epochs']}", loss=f"{loss.item():.3f}")
         # training-batch figures (patch-dropped, augmented): free progress; val is measured once, at the end
         history.append({"epoch": epoch + 1, "loss": total_loss / seen, "train_top1": correct / seen})
         tqdm.write(f"base epoch {epoch + 1}/{cfg['epochs']}: loss {total_loss / seen:.3f}, "
                    f"train top-1 {correct / seen:.1%}")
+    bar.close()
     return history
 
 
