@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import sys
 from pathlib import Path
 
@@ -61,8 +62,10 @@ def main() -> None:
     for runtime in runtimes:
         latency = {"device": args.device, "runtime": runtime, "threads": args.threads}
         p = prepare(args.config, log=quiet, **latency)
-        budget = round(args.ratio * p.base_latency.median_ms, 3)
         out = Path(args.out) / runtime
+        run = out / "run.json"  # a rerun continues its study (same budget) instead of being refused
+        budget = (json.loads(run.read_text())["settings"]["budget_ms"] if run.is_file() else
+                  round(args.ratio * p.base_latency.median_ms, 3))
         print(f"== searching in {p.setting.describe()}: base {p.base_latency.median_ms:.2f} ms, budget {budget} ms",
               flush=True)
         try:
