@@ -163,7 +163,7 @@ def _objective(p: Prepared, budget_ms: float) -> Objective:
 
 def search_command(config_path=None, budget_ms: float = 5.0, latency: dict | None = None, trials: int = 100,
                    timeout: float | None = None, sampler: str = "nsga2", seed: int | None = 0,
-                   storage: str | None = None, study_name: str | None = None, workers: int = 1, retrain_top: int = 0,
+                   storage: str | None = None, study_name: str | None = None, workers: int = 1, retrain_top: int = 1,
                    out=None, log=print) -> dict:
     """The main job: prepare (cached), then an Optuna study under the budget, then the ``retrain_top`` best
     configs retrained and the best that meets the budget in a fresh process shipped to ``out/best/``.
