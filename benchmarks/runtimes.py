@@ -41,8 +41,7 @@ def study_prediction_error(out: Path) -> tuple[int, float, float]:
     done = trials[trials["state"] == "COMPLETE"]
     axes = [c for c in done if c.split("_")[0] in ("heads", "mlp", "ops", "keep")] + ["embed_dim", "depth"]
     done = done.drop_duplicates(subset=axes, keep="first")
-    anchor = yaml.safe_load((out / "best.yaml").read_text())["provenance"]["base_latency_ms"]
-    err = ((done["predicted_ms"] / anchor - done["ratio_to_base"]).abs() / done["ratio_to_base"]).to_numpy()
+    err = ((done["predicted_ratio"] - done["ratio_to_base"]).abs() / done["ratio_to_base"]).to_numpy()
     return len(err), float(np.median(err)), float(np.percentile(err, 90))
 
 

@@ -95,6 +95,7 @@ class Objective:
         predicted = self.table.predict(cfg)
         trial.set_user_attr("config", cfg.to_dict())
         trial.set_user_attr("predicted_ms", round(predicted, 4))
+        trial.set_user_attr("predicted_ratio", round(self.table.predict_ratio(cfg), 4))  # free of today's anchor
         factor = self.table.skip_factor()
         trial.set_user_attr("skip_factor", round(factor, 3))
         if predicted > factor * self.budget:

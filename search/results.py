@@ -11,7 +11,7 @@ from optuna.trial import FrozenTrial
 
 from supernet import ConfigError, SubnetConfig
 
-METRICS = ["val_top1", "measured_ms", "ratio_to_base", "predicted_ms", "skip_factor", "flops", "params"]
+METRICS = ["val_top1", "measured_ms", "ratio_to_base", "predicted_ms", "predicted_ratio", "skip_factor", "flops", "params"]
 
 
 def trial_row(t: FrozenTrial) -> dict:
