@@ -19,7 +19,6 @@ from evaluators import count_cost, evaluate_accuracy
 from supernet import SubnetConfig
 
 
-
 # The budget is a trial constraint (``trial.set_constraint``, Optuna 5's successor of ``constraints_func``):
 # feasibility then takes part in NSGA-II's and TPE's ranking.
 SAMPLERS: dict[str, Callable[[int | None], optuna.samplers.BaseSampler]] = {

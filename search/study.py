@@ -127,7 +127,6 @@ def summary_markdown(summary: dict, front, p, base) -> str:
         for _, r in front.iterrows():
             lines.append("| " + " | ".join(("" if r[c] != r[c] else f"{r[c]:.4g}") if isinstance(r[c], float)
                                            else str(r[c]) for c in cols) + " |")  # NaN: not retrained
-
     if "best" in summary:
         b = summary["best"]
         lines += ["", f"Best within budget on shared weights: trial {b['trial']}, val {b['val_top1']:.1%}, test "
