@@ -36,6 +36,18 @@ def remeasure_fresh(model_cfg: dict, setting: LatencySetting, input_shape, model
     return Latency(**d["model"]), Latency(**d["base"])
 
 
+def fresh_metrics(p, folder: Path) -> dict:
+    """The metrics.json fields of ``folder/model.safetensors`` re-measured in a fresh process next to the base
+    model, in the run's measurement setting (``p``: the prepared run)."""
+    from .workload import base_model_config
+
+    model, base = remeasure_fresh(base_model_config(p.config), p.setting, p.workload.input_shape,
+                                  folder / "model.safetensors", folder)
+    return {"latency_ms": round(model.median_ms, 4), "ratio_to_base": model.ratio, "latency": str(model),
+            "runtime": model.runtime, "dtype": model.dtype, "measured_in": "a fresh process",
+            "base_latency_ms": round(base.median_ms, 4), "base_latency": str(base)}
+
+
 def main(request: dict) -> dict:
     from .export import load_subnet
     from .workload import create_model

@@ -87,6 +87,7 @@ def test_the_shipped_files_give_the_retrained_logits_without_the_search(cache, s
 def test_a_winner_over_budget_in_a_fresh_process_is_never_shipped_quietly(cache, searched, tmp_path, monkeypatch):
     import shutil
 
+    import search.remeasure as remeasure_module
     import search.ship as ship_module
     from evaluators import Latency
     from search.run import ensure_supernet, prepare
@@ -109,7 +110,7 @@ def test_a_winner_over_budget_in_a_fresh_process_is_never_shipped_quietly(cache,
         lat = lambda v, r: Latency(v, v, v, 1, setting.runtime, setting.device, 1, 1, setting.dtype, ratio=r)  # noqa: E731
         return lat(ms, ms / 40), lat(40.0, 1.0)
 
-    monkeypatch.setattr(ship_module, "remeasure_fresh", remeasure)
+    monkeypatch.setattr(remeasure_module, "remeasure_fresh", remeasure)
     said = []
     shipped = ship_module.ship(p, out, 50, 1, log=said.append)
     assert calls == [f"retrain-trial{order[0]}", f"retrain-trial{order[1]}"]  # the next config was retrained
@@ -131,6 +132,7 @@ def test_retrain_command_reports_before_and_after_and_saves_a_loadable_model(cac
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert {"val_top1_before", "test_top1_before", "val_top1", "test_top1", "latency_ms"} <= set(m)
     assert m["settings"]["epochs"] == 1 and m["latency_ms"] > 0 and "torch-eager" in m["latency"]
+    assert m["measured_in"] == "a fresh process" and m["base_latency_ms"] > m["latency_ms"]
     with safe_open(str(tmp_path / "model.safetensors"), "pt") as f:
         meta = f.metadata()
         state = {k: f.get_tensor(k) for k in f.keys()}
