@@ -86,6 +86,10 @@ def add_latency_args(parser: argparse.ArgumentParser, device_default: str | None
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from supernet.gates import METHODS
+
+    from .optimize import SAMPLERS
+
     parser = argparse.ArgumentParser(prog="python -m search",
                                      description="Latency-constrained architecture search for ViTs.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -94,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", default=None, help="workload YAML (default: the bundled configs/default.yaml)")
     run.add_argument("--trials", type=int, default=100, help="trials in the study, all workers together")
     run.add_argument("--timeout", type=float, default=None, help="stop starting trials after this many seconds")
-    run.add_argument("--sampler", default="nsga2", help="nsga2 (default), tpe or random")
+    run.add_argument("--sampler", default="nsga2", help=f"the Optuna sampler: {', '.join(SAMPLERS)} (default nsga2)")
     run.add_argument("--seed", type=int, default=0, help="sampler seed")
     run.add_argument("--storage", default=None, help="Optuna storage URL, e.g. postgresql://user@host/db "
                      "(default: sqlite in the output folder)")
@@ -143,8 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train-supernet", help="the gradient phase: gate methods, importance ordering, "
                                                    "sandwich training (resumable; runs under torchrun)")
     train.add_argument("--config", default=None, help="workload YAML (default: the bundled configs/default.yaml)")
-    train.add_argument("--method", default=None, help="all, or one or more (comma-separated) of vtp, vitslim, "
-                       "nvit, wdpruning, spvit, dynamicvit, patchslim (default: the config's supernet.method)")
+    train.add_argument("--method", default=None, help=f"all, or one or more (comma-separated) of {', '.join(METHODS)} "
+                       "(default: the config's supernet.method)")
     train.add_argument("--epochs", type=int, default=None,
                        help="sandwich epochs (default: the config's supernet.epochs)")
     train.add_argument("--out", default=None, help="output folder (default: the cache folder `run` reads, "

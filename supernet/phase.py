@@ -8,6 +8,7 @@ proposals and the chosen scorer.
 """
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 from typing import Callable
 
@@ -15,22 +16,26 @@ import torch
 
 from . import distributed as ddp
 from .config import ConfigError, SubnetConfig
-from .gates import METHODS, UnitCosts, build_method, learn
+from .gates import METHODS, STAGES, UnitCosts, build_method, learn
 from .importance import Importance, magnitude_importance, reorder
 from .train import train_supernet
 
-ORDER = ("vtp", "vitslim", "nvit", "wdpruning", "spvit", "dynamicvit", "patchslim")
+
+def phase_order() -> list[str]:
+    """Every registered method, stage by stage (width methods order the weights before sandwich training,
+    token methods learn on the trained weights); within a stage, in registration order."""
+    return [n for stage in STAGES for n, m in METHODS.items() if m.stage == stage]
 
 
 def resolve_methods(spec: str | list[str]) -> list[str]:
     """``"all"``, one name, or a comma-separated list -> method names in the phase's order."""
-    names = list(ORDER) if spec == "all" else ([spec] if isinstance(spec, str) else list(spec))
+    names = phase_order() if spec == "all" else ([spec] if isinstance(spec, str) else list(spec))
     names = [n.strip() for part in names for n in part.split(",") if n.strip()]
     unknown = [n for n in names if n not in METHODS]
     if unknown or not names:
         raise ConfigError(f"unknown method {unknown[0] if unknown else spec!r}; choose 'all' or any of "
-                          f"{list(ORDER)} (comma-separated)")
-    return [n for n in ORDER if n in names]
+                          f"{phase_order()} (comma-separated)")
+    return [n for n in phase_order() if n in names]
 
 
 def _ranks(t: torch.Tensor) -> torch.Tensor:
@@ -79,8 +84,8 @@ def gradient_phase(sn, loader, methods: list[str], costs: UnitCosts, out: str | 
         state = saved
         log(f"gradient phase: resuming from {state_path} (done: {', '.join(state['done']) or 'nothing'})")
 
-    def run_method(name: str, index: int) -> None:
-        torch.manual_seed(seed * 1000 + index)
+    def run_method(name: str) -> None:
+        torch.manual_seed(seed * 1000 + zlib.crc32(name.encode()) % 1000)  # the same whichever methods run
         method = build_method(name, sn, costs)
         history = learn(sn, method, loader, device=device)
         state["proposals"][name] = [c.to_dict() for c in method.proposals(sn)]
@@ -91,9 +96,9 @@ def gradient_phase(sn, loader, methods: list[str], costs: UnitCosts, out: str | 
         log(f"{name}: {len(history)} steps, " + ", ".join(f"{k} {v:.3f}" for k, v in last.items()) +
             f"; {len(state['proposals'][name])} proposals")
 
-    for index, name in enumerate(methods):
+    for name in methods:
         if METHODS[name].stage == "width" and name not in state["done"]:
-            run_method(name, index)
+            run_method(name)
     if not state["reordered"]:
         scores = [state["importance"][n] for n in state["done"] if state["importance"].get(n)]
         reorder(sn, combine(sn, scores))
@@ -106,9 +111,9 @@ def gradient_phase(sn, loader, methods: list[str], costs: UnitCosts, out: str | 
                                                    checkpoint=out / "sandwich.pt", device=device, log=log)
         state["sandwich"] = True
         _save(state_path, {**state, "supernet": sn.state_dict()})
-    for index, name in enumerate(methods):
+    for name in methods:
         if METHODS[name].stage == "tokens" and name not in state["done"]:
-            run_method(name, index)
+            run_method(name)
 
     scorers = {"cls_attention": []} | {METHODS[n].scorer: [] for n in state["done"] if METHODS[n].stage == "tokens"}
     token_configs = [SubnetConfig.from_dict(c) for n in state["done"] if METHODS[n].stage == "tokens"
@@ -145,10 +150,10 @@ def load_phase(sn, path: str | Path, device="cpu", meta: dict | None = None) -> 
 
 
 def proposals(result: dict) -> list[SubnetConfig]:
-    """Every method's proposals, each config once, in method order."""
+    """Every method's proposals, each config once, in the order the methods ran."""
     seen, configs = set(), []
-    for name in ORDER:
-        for d in result["proposals"].get(name, []):
+    for name in result["proposals"]:
+        for d in result["proposals"][name]:
             cfg = SubnetConfig.from_dict(d)
             if cfg.key() not in seen:
                 seen.add(cfg.key())

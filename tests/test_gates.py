@@ -5,7 +5,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from conftest import micro_vit
 from supernet import ConfigError, Supernet, SubnetConfig
-from supernet.gates import METHODS, UnitCosts, build_method, learn
+from supernet.gates import METHODS, STAGES, UnitCosts, build_method, learn
 from supernet.gates.forward import Masks, gated_forward, softmax_with_policy
 from supernet.gates.patchslim import top_down_importance
 from supernet.gates.wdpruning import binary_mask
@@ -154,8 +154,22 @@ def test_combine_averages_ranks_and_falls_back_to_magnitude():
     assert torch.allclose(combine(sn, [{"embed": a}, {"embed": -a}]).embed, torch.full((48,), 0.5))
 
 
-def test_resolve_methods():
-    assert resolve_methods("all") == ["vtp", "vitslim", "nvit", "wdpruning", "spvit", "dynamicvit", "patchslim"]
+def test_resolve_methods_reads_the_registry():
+    every = resolve_methods("all")
+    assert sorted(every) == sorted(METHODS)  # the registry is the list: a registered method is never dropped
+    stages = [METHODS[n].stage for n in every]
+    assert stages == sorted(stages, key=STAGES.index)  # width methods before token methods
     assert resolve_methods("patchslim,vtp") == ["vtp", "patchslim"]
     with pytest.raises(ConfigError, match="unknown method 'slim'"):
         resolve_methods("slim")
+
+
+def test_a_method_with_an_unknown_stage_is_refused_at_registration():
+    from supernet.gates import GateMethod, register_method
+
+    class Late(GateMethod):
+        name, stage = "late", "after-everything"
+
+    with pytest.raises(TypeError, match="stage 'after-everything'"):
+        register_method(Late)
+    assert "late" not in METHODS

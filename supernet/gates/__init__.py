@@ -23,6 +23,7 @@ from ..space import IntAxis, KeepAxis
 from .forward import Trace, gated_forward
 
 METHODS: dict[str, type["GateMethod"]] = {}
+STAGES = ("width", "tokens")  # the phase runs width methods, sandwich training, then token methods
 
 
 @dataclass
@@ -40,7 +41,7 @@ class UnitCosts:
 
 class GateMethod(nn.Module):
     name: ClassVar[str]
-    stage: ClassVar[str] = "width"   # "width": orders the axes, before sandwich training; "tokens": after
+    stage: ClassVar[str] = "width"   # one of STAGES: "width" orders the axes before sandwich training; "tokens" after
     steps: ClassVar[int] = 40
     lr: ClassVar[float] = 1e-2
 
@@ -67,6 +68,8 @@ class GateMethod(nn.Module):
 
 
 def register_method(cls: type[GateMethod]) -> type[GateMethod]:
+    if cls.stage not in STAGES:
+        raise TypeError(f"gate method {cls.name}: stage {cls.stage!r} is not one of {STAGES}")
     METHODS[cls.name] = cls
     return cls
 
@@ -156,4 +159,5 @@ def unique(configs: list[SubnetConfig]) -> list[SubnetConfig]:
     return out
 
 
-from . import dynamicvit, nvit, patchslim, spvit, vitslim, vtp, wdpruning  # noqa: E402,F401  (register)
+# registration order is the phase's order within a stage (each width method learns on the frozen base weights)
+from . import vtp, vitslim, nvit, wdpruning, spvit, dynamicvit, patchslim  # noqa: E402,F401,I001  (register)
