@@ -16,7 +16,7 @@ import optuna
 from optuna.trial import Trial
 
 from evaluators import count_cost, evaluate_accuracy
-from supernet import SubnetConfig
+from supernet import ConfigError, SubnetConfig
 
 
 # The budget is a trial constraint (``trial.set_constraint``, Optuna 5's successor of ``constraints_func``):
@@ -30,7 +30,7 @@ SAMPLERS: dict[str, Callable[[int | None], optuna.samplers.BaseSampler]] = {
 
 def build_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
     if name not in SAMPLERS:
-        raise ValueError(f"unknown sampler {name!r}; choose one of {sorted(SAMPLERS)}")
+        raise ConfigError(f"unknown sampler {name!r}; choose one of {sorted(SAMPLERS)}")
     return SAMPLERS[name](seed)
 
 

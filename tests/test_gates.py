@@ -173,3 +173,22 @@ def test_a_method_with_an_unknown_stage_is_refused_at_registration():
     with pytest.raises(TypeError, match="stage 'after-everything'"):
         register_method(Late)
     assert "late" not in METHODS
+
+
+def test_extension_points_are_abstract():
+    from supernet.gates import GateMethod
+    from supernet.scorers import TokenScorer
+
+    class NoLoss(GateMethod):
+        name = "noloss"
+
+        def proposals(self, sn):
+            return []
+
+    class NoForward(TokenScorer):
+        name = "noforward"
+
+    with pytest.raises(TypeError, match="abstract"):
+        NoLoss(Supernet.from_timm(micro_vit()), COSTS)
+    with pytest.raises(TypeError, match="abstract"):
+        NoForward(8, 8)

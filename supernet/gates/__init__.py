@@ -7,6 +7,7 @@ and turns what it learned into plain data: importance scores per axis (to order 
 """
 from __future__ import annotations
 
+import abc
 import itertools
 import math
 from dataclasses import dataclass
@@ -39,7 +40,7 @@ class UnitCosts:
     conv_saving: float  # turning one block's MSA into conv (negative when conv is slower)
 
 
-class GateMethod(nn.Module):
+class GateMethod(nn.Module, metaclass=abc.ABCMeta):
     name: ClassVar[str]
     stage: ClassVar[str] = "width"   # one of STAGES: "width" orders the axes before sandwich training; "tokens" after
     steps: ClassVar[int] = 40
@@ -53,6 +54,7 @@ class GateMethod(nn.Module):
         """Parameters the optimiser updates: the method's gates and any supernet parts it trains."""
         return [p for p in self.parameters() if p.requires_grad]
 
+    @abc.abstractmethod
     def loss(self, sn, x: torch.Tensor, y: torch.Tensor, teacher: Trace) -> tuple[torch.Tensor, dict]:
         raise NotImplementedError
 
@@ -63,6 +65,7 @@ class GateMethod(nn.Module):
         """Scores, higher = more important: any of "embed" [E], "heads" [D, H], "mlp" [D, M]."""
         return {}
 
+    @abc.abstractmethod
     def proposals(self, sn) -> list[SubnetConfig]:
         raise NotImplementedError
 

@@ -8,6 +8,7 @@ slices it for a subnet with ``weights_for``, and permutes its inputs with ``reor
 """
 from __future__ import annotations
 
+import abc
 from typing import ClassVar
 
 import torch
@@ -16,13 +17,14 @@ from torch import nn
 SCORERS: dict[str, type["TokenScorer"]] = {}
 
 
-class TokenScorer(nn.Module):
+class TokenScorer(nn.Module, metaclass=abc.ABCMeta):
     name: ClassVar[str]
 
     def __init__(self, width: int, base_width: int):
         super().__init__()
         self.width, self.base_width = width, base_width
 
+    @abc.abstractmethod
     def forward(self, x: torch.Tensor, cls_attn: torch.Tensor | None) -> torch.Tensor:
         raise NotImplementedError
 
