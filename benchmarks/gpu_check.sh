@@ -20,7 +20,7 @@ echo "== exactness and latency per axis on the GPU"
 echo "== search: cudagraph, float16, 60% of the base model's latency, 30 trials"
 cfg=configs/deit_s_digits.yaml
 budget=$("$py" -c "
-from search.run import prepare
+from search.setup import prepare
 p = prepare('$cfg', 'cuda', 'cudagraph', 'float16', log=lambda *a: None)
 print(round(0.6 * p.base_latency.median_ms, 4))")
 "$py" -m search run --config $cfg --device cuda --runtime cudagraph --dtype float16 --budget-ms "$budget" \

@@ -27,7 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from evaluators import evaluate_accuracy  # noqa: E402
-from search.run import ensure_supernet, phase_dir, prepare  # noqa: E402
+from search.setup import ensure_supernet, phase_dir, prepare  # noqa: E402
 from supernet.phase import proposals, resolve_methods  # noqa: E402
 from supernet.train import distill_loss  # noqa: E402
 

@@ -29,7 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from evaluators.lut import hardware_name  # noqa: E402
 from search import load_results  # noqa: E402
-from search.run import ensure_supernet, prepare, search_command  # noqa: E402
+from search.run import search_command  # noqa: E402
+from search.setup import ensure_supernet, prepare  # noqa: E402
 from supernet import ConfigError, SubnetConfig  # noqa: E402
 
 

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from evaluators import evaluate_accuracy  # noqa: E402
 from evaluators.lut import hardware_name  # noqa: E402
 from search.retrain import finetune  # noqa: E402
-from search.run import ensure_supernet, prepare  # noqa: E402
+from search.setup import ensure_supernet, prepare  # noqa: E402
 from supernet.phase import proposals  # noqa: E402
 
 

@@ -13,7 +13,7 @@ from evaluators.runtimes import export_onnx, get_runtime
 from supernet import ConfigError, ModelSpec, SubnetConfig, build_subnet
 
 from .results import load_results, run_settings
-from .run import ensure_supernet, prepare
+from .setup import ensure_supernet, prepare
 
 
 def save_subnet(model, path: Path) -> None:

@@ -12,7 +12,7 @@ from supernet import ConfigError, SubnetConfig
 from supernet.gates import snap, snap_keep
 
 from .retrain import retrain
-from .run import ensure_supernet, prepare
+from .setup import ensure_supernet, prepare
 
 
 def trend(values: list[float], degree: int = 2) -> np.ndarray:

@@ -19,7 +19,7 @@ from supernet.train import distill_loss
 from .export import save_subnet
 from .remeasure import fresh_metrics
 from .results import load_results, run_settings
-from .run import Prepared, ensure_supernet, prepare
+from .setup import Prepared, ensure_supernet, prepare
 
 # Distil from the base model as trained (its own weights; the supernet works on a copy). Measured against the
 # supernet's sandwich-trained largest subnet as teacher: benchmarks/teacher.py (README, the `retrain` entry).

@@ -73,7 +73,7 @@ def test_the_shipped_files_give_the_retrained_logits_without_the_search(cache, s
         logits = model(x).numpy()
     assert np.allclose(onnxruntime_without_vitnas(best / "model.onnx", x, tmp_path), logits, atol=1e-4)
     monkeypatch.setenv("VITNAS_CACHE", str(cache))  # the search's base model and supernet
-    from search.run import ensure_supernet, prepare
+    from search.setup import ensure_supernet, prepare
     p = prepare(ROOT / "configs" / "tiny.yaml", "cpu", threads=1, log=lambda *_: None)
     ensure_supernet(p, log=lambda *_: None)
     m = json.loads((best / "metrics.json").read_text())
@@ -90,7 +90,7 @@ def test_a_winner_over_budget_in_a_fresh_process_is_never_shipped_quietly(cache,
     import search.remeasure as remeasure_module
     import search.ship as ship_module
     from evaluators import Latency
-    from search.run import ensure_supernet, prepare
+    from search.setup import ensure_supernet, prepare
 
     monkeypatch.setenv("VITNAS_CACHE", str(cache))
     out = tmp_path / "res"
@@ -151,7 +151,7 @@ def test_export_runs_in_onnxruntime_without_vitnas(cache, searched, tmp_path, mo
     x = torch.randn(1, 1, 32, 32, generator=torch.Generator().manual_seed(0))
     y = onnxruntime_without_vitnas(tmp_path / "model.onnx", x, tmp_path)
     monkeypatch.setenv("VITNAS_CACHE", str(cache))
-    from search.run import ensure_supernet, prepare
+    from search.setup import ensure_supernet, prepare
     p = prepare(ROOT / "configs" / "tiny.yaml", "cpu", threads=1, log=lambda *_: None)  # the search's setting
     ensure_supernet(p, log=lambda *_: None)
     with torch.no_grad():

@@ -1,0 +1,143 @@
+"""Setup shared by every command: the workload, its supernet, the measurement setting and the latency table
+(``prepare``), and the trained supernet (``ensure_supernet``: the gradient phase, run once and cached)."""
+from __future__ import annotations
+
+import copy
+import inspect
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+import supernet.gates
+import supernet.phase
+import supernet.train
+from evaluators import Latency, LatencyMeter, LatencySetting, LatencyTable, evaluate_accuracy
+from supernet import ConfigError, Supernet
+from supernet import distributed as ddp
+from supernet.phase import gradient_phase, load_phase, resolve_methods
+
+from .workload import Workload, _hash, cache_dir, load_config, load_workload
+
+
+@dataclass
+class Prepared:
+    config: dict
+    workload: Workload
+    sn: Supernet
+    setting: LatencySetting      # the one measurement setting of this command: every latency is taken in it
+    meter: LatencyMeter          # times subnets interleaved with the base model (prepared once)
+    table: LatencyTable
+    base_latency: Latency        # the base model measured at the start of this command; the table is anchored on it
+
+    @property
+    def device(self) -> torch.device:
+        return self.setting.torch_device
+
+
+def latency_setting(config: dict, device="auto", runtime=None, dtype=None, batch_size=None, threads=None
+                    ) -> LatencySetting:
+    """The config's ``latency:`` section with the command line's values over it (None: not given)."""
+    given = {"runtime": runtime, "dtype": dtype, "batch_size": batch_size, "threads": threads}
+    return LatencySetting.resolve(device, **(config["latency"] | {k: v for k, v in given.items() if v is not None}))
+
+
+def prepare(config_path=None, device="auto", runtime=None, dtype=None, batch_size=None, threads=None,
+            log=print) -> Prepared:
+    """The workload (base model trained and cached if need be), its supernet, the measurement setting and the
+    latency table calibrated for it. Every value is checked before any work starts.
+
+    Under torchrun, rank 0 prepares first (training and caching what is missing); the others then load it.
+    """
+    config = load_config(config_path)
+    setting = latency_setting(config, device, runtime, dtype, batch_size, threads)
+    if not ddp.is_main():
+        ddp.barrier()
+    workload = load_workload(config, device=setting.torch_device, log=log)
+    # the supernet trains and reorders a copy: workload.model stays the base model (the teacher, the reference)
+    sn = Supernet.from_timm(copy.deepcopy(workload.model), bounds=config["space"]).eval()
+    meter = LatencyMeter(setting, workload.input_shape, reference=workload.model)
+    log(f"latency: {setting.describe()} (table calibrated on first use, then cached)")
+    table = LatencyTable.cached(sn, setting, cache_dir() / "lut", meter=meter, progress=ddp.is_main())
+    base = meter.measure_reference()
+    table.anchor(base.median_ms)  # predictions are ratios to the base model as it runs today
+    if ddp.is_main():
+        ddp.barrier()
+    return Prepared(config, workload, sn, setting, meter, table, base)
+
+
+def phase_dir(p: Prepared, methods: list[str]) -> Path:
+    """Where the gradient phase of this config, base model, method set and code version is cached."""
+    code = "".join(inspect.getsource(m) for m in (supernet.gates, supernet.phase, supernet.train,
+                                                   *(inspect.getmodule(c) for c in supernet.gates.METHODS.values())))
+    # NViT's and SPViT's latency terms come from the table, so the phase belongs to a measurement setting too
+    key = _hash({k: p.config[k] for k in ("space", "supernet")} | {"base": p.workload.checkpoint_hash,
+                                                                    "methods": methods,
+                                                                    "latency": p.setting.identity()}, code)
+    return cache_dir() / "supernet" / f"{p.config['name']}-{key}"
+
+
+def ensure_supernet(p: Prepared, method: str | None = None, epochs: int | None = None, out=None,
+                    log=print) -> dict:
+    """Load the trained supernet for ``p`` from its folder, or run the gradient phase into it (resumable)."""
+    from torch.utils.data import DataLoader
+
+    cfg = p.config["supernet"]
+    methods = resolve_methods(method or cfg["method"])
+    epochs = cfg["epochs"] if epochs is None else epochs
+    if epochs < 1:
+        raise ConfigError(f"--epochs must be at least 1, got {epochs}")
+    out = Path(out) if out else phase_dir(p, methods)
+    meta = {"config": p.config["name"], "base": p.workload.checkpoint_hash, "methods": methods, "epochs": epochs,
+            "supernet": cfg, "space": p.config["space"], "latency": p.setting.identity()}
+    done = out / "supernet.pt"
+    if done.is_file():
+        result = load_phase(p.sn, done, p.device, meta)
+        log(f"supernet: cached {done} (token scorer {result['scorer']})")
+        use_scorer_table(p, log)
+        return result
+    log(f"gradient phase: {', '.join(methods)}, then {epochs} sandwich epochs -> {out}")
+    start = time.perf_counter()
+    val = p.workload.splits["val"]
+    # shuffles with torch's global generator, which the phase seeds per method and epoch (exact resume)
+    loader = DataLoader(p.workload.splits["train"], batch_size=cfg["batch_size"], shuffle=True)
+    result = gradient_phase(
+        p.sn, loader, methods, p.table.unit_costs(p.sn.space), out, meta, epochs, cfg["lr"],
+        n_random=cfg["n_random"], seed=cfg["seed"], device=p.device,
+        evaluate=lambda c: evaluate_accuracy(p.sn, val, c, p.device), log=log)
+    use_scorer_table(p, log)
+    seconds = round(time.perf_counter() - start, 1)
+    if ddp.is_main():
+        report = phase_report(p, result, seconds)
+        (out / "train.json").write_text(json.dumps(report, indent=1))
+        log(f"gradient phase: {seconds:.0f} s; largest subnet val top-1 {report['largest_val_top1']:.1%}, "
+            f"smallest {report['smallest_val_top1']:.1%}; {len(report['proposals'])} proposals")
+        log(f"wrote {out / 'supernet.pt'} and {out / 'train.json'}")
+    return result
+
+
+def phase_report(p: Prepared, result: dict, seconds: float) -> dict:
+    """Every proposal's val top-1 on shared weights and predicted latency, with the phase's logs."""
+    sn, val, dev = p.sn, p.workload.splits["val"], p.device
+    rows = []
+    for name, configs in result["proposals"].items():
+        for d in configs:
+            cfg = type(sn.space.largest()).from_dict(d)
+            rows.append({"method": name, "val_top1": evaluate_accuracy(sn, val, cfg, dev),
+                         "predicted_ms": round(p.table.predict(cfg), 3), "config": d})
+    return {"config": p.config["name"], "checkpoint_hash": p.workload.checkpoint_hash, "seconds": seconds,
+            "meta": result["meta"], "scorer": result["scorer"], "scorer_val_top1": result["scorer_val_top1"],
+            "largest_val_top1": evaluate_accuracy(sn, val, sn.space.largest(), dev),
+            "smallest_val_top1": evaluate_accuracy(sn, val, sn.space.smallest(), dev),
+            "method_logs": result["logs"], "sandwich_history": result["sandwich_history"], "proposals": rows}
+
+
+def use_scorer_table(p: Prepared, log=print) -> None:
+    """After the phase chose a token scorer: the table calibrated for subnets that drop tokens with it."""
+    if p.table.key["model"]["scorer"] != p.sn.spec.scorer:
+        log(f"latency: token scorer {p.sn.spec.scorer} (table calibrated on first use, then cached)")
+        anchor = p.table.base_ms
+        p.table = LatencyTable.cached(p.sn, p.setting, cache_dir() / "lut", meter=p.meter, progress=ddp.is_main())
+        p.table.anchor(anchor)
