@@ -19,7 +19,7 @@ from supernet import ConfigError, Supernet
 from supernet import distributed as ddp
 from supernet.phase import gradient_phase, load_phase, resolve_methods
 
-from .workload import Workload, _hash, cache_dir, load_config, load_workload
+from .workload import Workload, cache_dir, cache_key, load_config, load_workload
 
 
 @dataclass
@@ -70,12 +70,12 @@ def prepare(config_path=None, device="auto", runtime=None, dtype=None, batch_siz
 
 def phase_dir(p: Prepared, methods: list[str]) -> Path:
     """Where the gradient phase of this config, base model, method set and code version is cached."""
-    code = "".join(inspect.getsource(m) for m in (supernet.gates, supernet.phase, supernet.train,
-                                                   *(inspect.getmodule(c) for c in supernet.gates.METHODS.values())))
+    code = (supernet.gates, supernet.phase, supernet.train,
+            *(inspect.getmodule(c) for c in supernet.gates.METHODS.values()))
     # NViT's and SPViT's latency terms come from the table, so the phase belongs to a measurement setting too
-    key = _hash({k: p.config[k] for k in ("space", "supernet")} | {"base": p.workload.checkpoint_hash,
-                                                                    "methods": methods,
-                                                                    "latency": p.setting.identity()}, code)
+    settings = {k: p.config[k] for k in ("space", "supernet")} | {"base": p.workload.checkpoint_hash,
+                                                                   "methods": methods, "latency": p.setting.identity()}
+    key = cache_key(settings, *code)
     return cache_dir() / "supernet" / f"{p.config['name']}-{key}"
 
 

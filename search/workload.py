@@ -6,12 +6,14 @@ Weights come from, in order: ``model.checkpoint`` (or ``model.name`` as a checkp
 """
 from __future__ import annotations
 
+import ast
 import copy
 import hashlib
 import inspect
 import json
 import math
 import os
+import textwrap
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,10 +84,24 @@ def cache_dir() -> Path:
     return Path(os.environ.get("VITNAS_CACHE", Path.home() / ".cache" / "vitnas"))
 
 
-def _hash(obj, *sources: str) -> str:
+def code_identity(obj) -> str:
+    """What the source of ``obj`` (a function, class or module) does, without its comments and docstrings:
+    a cache keyed by it survives a comment edit, not a change of code."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(obj)))
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
+                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree)
+
+
+def cache_key(obj, *code) -> str:
+    """A cache entry's name: the settings ``obj`` and the code (functions, modules) that produces it."""
     h = hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode())
-    for source in sources:  # the code that produces the cached thing is part of its identity
-        h.update(source.encode())
+    for c in code:
+        h.update(code_identity(c).encode())
     return h.hexdigest()[:16]
 
 
@@ -255,8 +271,8 @@ def load_workload(config: dict, device="cpu", log=print) -> Workload:
                         file_hash(ckpt) if ckpt else f"timm:{model_cfg['name']}")
 
     # the key: the recipe (config) and the code that produces the weights, not unrelated edits of this file
-    key = _hash({k: config[k] for k in ("model", "data", "train")}, inspect.getsource(train_classifier),
-                Path(digits_splits.__code__.co_filename).read_text())
+    key = cache_key({k: config[k] for k in ("model", "data", "train")}, train_classifier,
+                    inspect.getmodule(digits_splits))
     path = cache_dir() / "base" / f"{model_cfg['name']}-{key}.safetensors"
     meta_path = path.with_suffix(".json")
     if path.is_file() and meta_path.is_file():

@@ -101,3 +101,25 @@ def test_a_users_kwargs_do_not_drop_the_recipes_layer_scale(tmp_path):
     assert base_model_config(load_config(path))["kwargs"] == {"init_values": 0.5}  # the user's choice wins
     path.write_text("model:\n  name: vitnas_micro\n  checkpoint: w.safetensors\n")
     assert base_model_config(load_config(path))["kwargs"] == {}  # weights given: their architecture
+
+
+def test_cache_keys_survive_comment_edits_but_not_code_changes(tmp_path, monkeypatch):
+    import importlib
+
+    from search.workload import cache_key
+
+    def module(name, text):
+        (tmp_path / f"{name}.py").write_text(text)
+        return importlib.import_module(name)
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    code = 'def f(x):\n    return x + 1\n'
+    original = module("keyed_a", '"""A module."""\n' + code)
+    commented = module("keyed_b", '"""Another docstring."""\n# why\n' + code.replace("x + 1", "x + 1  # a comment")
+                       .replace("def f(x):\n", 'def f(x):\n    """Add one."""\n'))
+    changed = module("keyed_c", '"""A module."""\n' + code.replace("x + 1", "x + 2"))
+    settings = {"epochs": 3}
+    assert cache_key(settings, original) == cache_key(settings, commented)
+    assert cache_key(settings, original) != cache_key(settings, changed)
+    assert cache_key(settings, original.f) != cache_key(settings, changed.f)
+    assert cache_key(settings, original) != cache_key({"epochs": 4}, original)
