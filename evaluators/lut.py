@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
-import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property, lru_cache
 from importlib.metadata import PackageNotFoundError, version
@@ -31,6 +29,7 @@ from tqdm import tqdm
 
 from supernet import ModelSpec, SubnetConfig, build_subnet
 from supernet.gates import UnitCosts
+from supernet.storage import write_atomic
 
 from .latency import LatencyMeter, LatencySetting
 from .runtimes import get_runtime
@@ -189,13 +188,8 @@ class LatencyTable:
 
     # --- persistence ------------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
-        """Atomically: a unique temporary file per writer, then rename (readers never see half a file)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump(asdict(self), f, indent=1)
-        os.replace(tmp, path)
+        text = json.dumps(asdict(self), indent=1)
+        write_atomic(path, lambda tmp: tmp.write_text(text))
 
     @classmethod
     def load(cls, path: str | Path) -> "LatencyTable":

@@ -30,6 +30,7 @@ import supernet  # noqa: F401  (registers the bundled vitnas_* models in timm)
 from evaluators import LatencySetting, evaluate_accuracy
 from evaluators.data import DigitsSpec, digits_splits, imagefolder_splits, make_loader
 from supernet import ConfigError
+from supernet.storage import write_atomic
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULTS: dict = {
@@ -292,9 +293,7 @@ def load_workload(config: dict, device="cpu", log=print) -> Workload:
     metrics = {"prep_seconds": round(time.perf_counter() - start, 1), "history": history,
                "val_top1": evaluate_accuracy(model, splits["val"]),
                "test_top1": evaluate_accuracy(model, splits["test"])}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
-    meta_path.write_text(json.dumps(metrics, indent=1))
-    tmp.replace(path)  # atomic: an interrupted run never leaves a half-written cache entry
+    write_atomic(meta_path, lambda tmp: tmp.write_text(json.dumps(metrics, indent=1)))
+    # the weights last: an entry counts only when both files are there, each written whole
+    write_atomic(path, lambda tmp: save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp)))
     return Workload(config, model, splits, path, file_hash(path), metrics)

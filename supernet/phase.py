@@ -18,6 +18,7 @@ from . import distributed as ddp
 from .config import ConfigError, SubnetConfig
 from .gates import METHODS, STAGES, UnitCosts, build_method, learn
 from .importance import Importance, magnitude_importance, reorder
+from .storage import write_atomic
 from .train import train_supernet
 
 
@@ -57,10 +58,7 @@ def combine(sn, scores: list[dict[str, torch.Tensor]]) -> Importance:
 
 def _save(path: Path, state: dict) -> None:
     if ddp.is_main():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        tmp.replace(path)  # atomic: an interrupted save never corrupts the last good state
+        write_atomic(path, lambda tmp: torch.save(state, tmp))
     ddp.barrier()
 
 

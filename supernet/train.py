@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import distributed as ddp
+from .storage import write_atomic
 
 
 def distill_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -78,11 +79,9 @@ def train_supernet(sn, loader, epochs: int, lr: float = 5e-4, weight_decay: floa
         row = {"epoch": epoch + 1, **{k: v / len(loader) for k, v in sums.items()}}
         history.append(row)
         if checkpoint and ddp.is_main():
-            checkpoint.parent.mkdir(parents=True, exist_ok=True)
-            tmp = checkpoint.with_suffix(".tmp")
-            torch.save({"supernet": sn.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                        "epoch": epoch + 1, "history": history}, tmp)
-            tmp.replace(checkpoint)  # atomic: an interrupted save never corrupts the last good checkpoint
+            state = {"supernet": sn.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                     "epoch": epoch + 1, "history": history}
+            write_atomic(checkpoint, lambda tmp: torch.save(state, tmp))
         ddp.barrier()
         log(f"supernet epoch {epoch + 1}/{epochs}: " + ", ".join(f"{k} {v:.3f}" for k, v in row.items()
                                                                  if k != "epoch"))
