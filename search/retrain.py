@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from tqdm import tqdm
 from evaluators import evaluate_accuracy
 from evaluators.data import make_loader
 from supernet import ConfigError, SubnetConfig
-from supernet.train import distill_loss
+from supernet.train import cosine_schedule, distill_loss
 
 from .export import save_subnet
 from .remeasure import fresh_metrics
@@ -33,8 +32,7 @@ def finetune(model, teacher, train_set, cfg: dict, device, desc: str = "retrain"
     teacher.to(device).eval()
     loader = make_loader(train_set, cfg["batch_size"], shuffle=True, seed=cfg["seed"])
     opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=0.05)
-    total = max(1, cfg["epochs"] * len(loader))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(1.0, s / total))))
+    sched = cosine_schedule(opt, cfg["epochs"] * len(loader))
     w, history = cfg["kd_weight"], []
     for epoch in range(cfg["epochs"]):
         seen = loss_sum = 0.0

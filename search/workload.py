@@ -11,7 +11,6 @@ import copy
 import hashlib
 import inspect
 import json
-import math
 import os
 import textwrap
 import time
@@ -31,6 +30,7 @@ from evaluators import LatencySetting, evaluate_accuracy
 from evaluators.data import DigitsSpec, digits_splits, imagefolder_splits, make_loader
 from supernet import ConfigError
 from supernet.storage import write_atomic
+from supernet.train import cosine_schedule
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULTS: dict = {
@@ -214,9 +214,7 @@ def train_classifier(model: nn.Module, train_set, cfg: dict, device="cpu") -> li
     loader = make_loader(train_set, cfg["batch_size"], shuffle=True, seed=cfg["seed"])
     opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     total = cfg["epochs"] * len(loader)
-    warm = max(1, int(cfg["warmup"] * total))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total))))
+    sched = cosine_schedule(opt, total, int(cfg["warmup"] * total))
     amp = torch.device(device).type == "cuda" or _bf16_autocast()
     history = []
     bar = tqdm(total=total, desc="base model", unit="step", leave=False)
@@ -272,7 +270,7 @@ def load_workload(config: dict, device="cpu", log=print) -> Workload:
                         file_hash(ckpt) if ckpt else f"timm:{model_cfg['name']}")
 
     # the key: the recipe (config) and the code that produces the weights, not unrelated edits of this file
-    key = cache_key({k: config[k] for k in ("model", "data", "train")}, train_classifier,
+    key = cache_key({k: config[k] for k in ("model", "data", "train")}, train_classifier, cosine_schedule,
                     inspect.getmodule(digits_splits))
     path = cache_dir() / "base" / f"{model_cfg['name']}-{key}.safetensors"
     meta_path = path.with_suffix(".json")

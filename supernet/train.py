@@ -18,6 +18,13 @@ from . import distributed as ddp
 from .storage import write_atomic
 
 
+def cosine_schedule(opt: torch.optim.Optimizer, total: int, warmup: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over ``warmup`` steps, then cosine decay to zero at step ``total``."""
+    total, warmup = max(1, total), max(1, warmup)
+    return torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total))))
+
+
 def distill_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """Soft KL divergence between the student's and the (detached) teacher's predictions."""
     t = temperature
@@ -50,8 +57,7 @@ def train_supernet(sn, loader, epochs: int, lr: float = 5e-4, weight_decay: floa
     """
     sn.to(device).train()
     opt = torch.optim.AdamW(sn.parameters(), lr=lr, weight_decay=weight_decay)
-    total = max(1, epochs * len(loader))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(1.0, s / total))))
+    sched = cosine_schedule(opt, epochs * len(loader))
     history, start = [], 0
     checkpoint = Path(checkpoint) if checkpoint else None
     if checkpoint and checkpoint.is_file():

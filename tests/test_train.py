@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
@@ -46,3 +48,18 @@ def test_resumed_training_equals_uninterrupted_training(tmp_path):
     assert len(history) == 2
     for a, b in zip(straight.state_dict().values(), resumed2.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_cosine_schedule_warms_up_linearly_then_decays_to_zero():
+    from supernet.train import cosine_schedule
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = cosine_schedule(opt, total=100, warmup=10)
+    lrs = []
+    for _ in range(101):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(math.cos(math.pi * 9 / 100) * 0.5 + 0.5)
+    assert max(lrs) == lrs[9] and lrs[50] == pytest.approx(0.5) and lrs[100] == pytest.approx(0.0, abs=1e-12)
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))  # never rises after the warm-up
