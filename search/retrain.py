@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 import yaml
+from torch.utils.data import TensorDataset
 from tqdm import tqdm
 
 from evaluators import evaluate_accuracy
@@ -25,21 +26,33 @@ from .setup import Prepared, ensure_supernet, prepare
 TEACHER = "the base model"
 
 
+@torch.no_grad()
+def teacher_outputs(teacher, data: TensorDataset, device) -> torch.Tensor:
+    return torch.cat([teacher(x.to(device)).cpu() for x, *_ in make_loader(data, 256)])
+
+
 def finetune(model, teacher, train_set, cfg: dict, device, desc: str = "retrain") -> list[dict]:
-    """AdamW + cosine; loss = (1 - kd_weight) · CE + kd_weight · KL(student ‖ teacher at temperature)."""
+    """AdamW + cosine; loss = (1 - kd_weight) · CE + kd_weight · KL(student ‖ teacher at temperature). One
+    progress bar over every epoch (its estimate of the time left is the whole retrain's)."""
     torch.manual_seed(cfg["seed"])
     model.to(device).train()
     teacher.to(device).eval()
+    if isinstance(train_set, TensorDataset):  # fixed images, no random augmentation: the teacher's answers are
+        train_set = TensorDataset(*train_set.tensors, teacher_outputs(teacher, train_set, device))  # computed once
     loader = make_loader(train_set, cfg["batch_size"], shuffle=True, seed=cfg["seed"])
     opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=0.05)
     sched = cosine_schedule(opt, cfg["epochs"] * len(loader))
     w, history = cfg["kd_weight"], []
+    bar = tqdm(total=cfg["epochs"] * len(loader), desc=desc, unit="step", leave=False)
     for epoch in range(cfg["epochs"]):
         seen = loss_sum = 0.0
-        for x, y in tqdm(loader, desc=f"{desc} epoch {epoch + 1}/{cfg['epochs']}", leave=False):
+        for x, y, *known in loader:
             x, y = x.to(device), y.to(device)
-            with torch.no_grad():
-                soft = teacher(x)
+            if known:
+                soft = known[0].to(device)
+            else:
+                with torch.no_grad():
+                    soft = teacher(x)
             logits = model(x)
             loss = (1 - w) * F.cross_entropy(logits, y) + w * distill_loss(logits, soft, cfg["temperature"])
             opt.zero_grad(set_to_none=True)
@@ -48,7 +61,10 @@ def finetune(model, teacher, train_set, cfg: dict, device, desc: str = "retrain"
             sched.step()
             loss_sum += loss.item() * len(y)
             seen += len(y)
+            bar.update()
+            bar.set_postfix(epoch=f"{epoch + 1}/{cfg['epochs']}", loss=f"{loss.item():.3f}")
         history.append({"epoch": epoch + 1, "loss": loss_sum / seen})
+    bar.close()
     return history
 
 

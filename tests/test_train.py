@@ -63,3 +63,33 @@ def test_cosine_schedule_warms_up_linearly_then_decays_to_zero():
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(math.cos(math.pi * 9 / 100) * 0.5 + 0.5)
     assert max(lrs) == lrs[9] and lrs[50] == pytest.approx(0.5) and lrs[100] == pytest.approx(0.0, abs=1e-12)
     assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))  # never rises after the warm-up
+
+
+def test_finetune_asks_the_teacher_once_per_image_on_fixed_data_and_learns_the_same():
+    import copy
+
+    from search.retrain import finetune
+
+    torch.manual_seed(0)
+    data = TensorDataset(torch.randn(40, 1, 32, 32), torch.randint(0, 10, (40,)))
+
+    class Listed(torch.utils.data.Dataset):  # the same images, as a dataset that could augment
+        def __len__(self):
+            return len(data)
+
+        def __getitem__(self, i):
+            return data[i]
+
+    teacher, student = micro_vit(1, num_classes=10), micro_vit(2, num_classes=10)
+    seen = []
+    teacher.register_forward_hook(lambda m, args, out: seen.append(len(args[0])))
+    cfg = {"seed": 0, "batch_size": 16, "lr": 1e-3, "epochs": 2, "kd_weight": 0.5, "temperature": 2.0}
+    fixed, listed = copy.deepcopy(student), copy.deepcopy(student)
+    h_fixed = finetune(fixed, teacher, data, cfg, "cpu")
+    assert sum(seen) == 40  # once per image, not once per image and epoch
+    seen.clear()
+    h_listed = finetune(listed, teacher, Listed(), cfg, "cpu")
+    assert sum(seen) == 80
+    assert [h["loss"] for h in h_fixed] == pytest.approx([h["loss"] for h in h_listed], rel=1e-4)
+    for a, b in zip(fixed.parameters(), listed.parameters()):
+        assert torch.allclose(a, b, atol=1e-4)
