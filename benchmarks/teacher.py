@@ -1,12 +1,13 @@
 """Which teacher should retraining distil from? (issue 11)
 
-    python benchmarks/teacher.py [--config configs/default.yaml] [--subnets 3] [--epochs N]
+    python benchmarks/teacher.py [--config configs/default.yaml] [--subnets 3] [--epochs N] [--start K]
 
 Two candidates: the base model as trained, and the supernet's largest subnet after the gradient phase (the
 base model's weights reordered by importance and sandwich-trained: what ``retrain`` distilled from before
 the supernet got its own copy). Each of ``--subnets`` gate-phase proposals spread over 30–70% of the base
 model's predicted latency is extracted twice and fine-tuned with the same recipe, seed and epochs, once
-per teacher; the table gives val and test top-1 after each.
+per teacher; the table gives val and test top-1 after each. ``--start K`` skips the first K of them (to
+finish an interrupted comparison: each row is independent).
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ def main() -> None:
     ap.add_argument("--config", default=None)
     ap.add_argument("--subnets", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--start", type=int, default=0)
     args = ap.parse_args()
     quiet = lambda *a: None  # noqa: E731
     p = prepare(args.config, log=quiet)
@@ -52,7 +54,7 @@ def main() -> None:
           " | ".join(f"teacher {n}: val / test" for n in teachers) + " |")
     print("|---|---|" + "---|" * len(teachers))
     gains = []
-    for cfg in picks:
+    for cfg in picks[args.start:]:
         cells = []
         got = {}
         for name, teacher in teachers.items():

@@ -1,39 +1,36 @@
 import json
-import threading
+import os
+import subprocess
+import sys
 
+from conftest import ROOT
 from supernet.storage import write_atomic
 
 
-def test_concurrent_writers_and_a_reader_never_collide_or_see_half_a_file(tmp_path):
+WRITER = """
+import json, sys
+from supernet.storage import write_atomic
+path, k = sys.argv[1], int(sys.argv[2])
+for i in range(200):
+    write_atomic(path, lambda tmp: tmp.write_text(json.dumps({"writer": k, "data": list(range(2000))})))
+"""
+
+
+def test_two_processes_writing_while_a_third_reads_never_collide_or_see_half_a_file(tmp_path):
     """Two processes saving the phase state or the latency table at once used to share one temporary name
     (FileNotFoundError on the rename) or write the JSON in place (readers saw half of it)."""
     path = tmp_path / "state.json"
     write_atomic(path, lambda tmp: tmp.write_text(json.dumps({"writer": -1, "data": list(range(2000))})))
-    errors, stop = [], threading.Event()
-
-    def writer(k):
-        try:
-            for i in range(100):
-                write_atomic(path, lambda tmp: tmp.write_text(json.dumps({"writer": k, "data": list(range(2000))})))
-        except Exception as e:  # noqa: BLE001  (any failure is the finding)
-            errors.append(e)
-
-    def reader():
-        while not stop.is_set():
-            try:
-                assert len(json.loads(path.read_text())["data"]) == 2000
-            except Exception as e:  # noqa: BLE001
-                errors.append(e)
-
-    threads = [threading.Thread(target=writer, args=(k,)) for k in range(2)] + [threading.Thread(target=reader)]
-    for t in threads:
-        t.start()
-    for t in threads[:2]:
-        t.join()
-    stop.set()
-    threads[2].join()
-    assert not errors, errors[:3]
-    assert json.loads(path.read_text())["writer"] in (0, 1)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(k)], env=env, stderr=subprocess.PIPE,
+                                text=True) for k in range(2)]
+    reads = 0
+    while any(w.poll() is None for w in writers):
+        assert len(json.loads(path.read_text())["data"]) == 2000
+        reads += 1
+    for w in writers:
+        assert w.returncode == 0, w.stderr.read()
+    assert reads > 0 and json.loads(path.read_text())["writer"] in (0, 1)
     assert [p.name for p in tmp_path.iterdir()] == ["state.json"]  # no temporary file left behind
 
 
