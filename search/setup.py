@@ -18,6 +18,7 @@ from evaluators import Latency, LatencyMeter, LatencySetting, LatencyTable, eval
 from supernet import ConfigError, Supernet
 from supernet import distributed as ddp
 from supernet.phase import gradient_phase, load_phase, resolve_methods
+from supernet.storage import UNREADABLE
 
 from .workload import Workload, cache_dir, cache_key, load_config, load_workload
 
@@ -94,10 +95,15 @@ def ensure_supernet(p: Prepared, method: str | None = None, epochs: int | None =
             "supernet": cfg, "space": p.config["space"], "latency": p.setting.identity()}
     done = out / "supernet.pt"
     if done.is_file():
-        result = load_phase(p.sn, done, p.device, meta)
-        log(f"supernet: cached {done} (token scorer {result['scorer']})")
-        use_scorer_table(p, log)
-        return result
+        try:
+            result = load_phase(p.sn, done, p.device, meta)
+        except UNREADABLE as e:  # (a ConfigError, a file of another config, is not healed: it is refused)
+            log(f"{done} is unreadable ({type(e).__name__}); the gradient phase finishes again from its saved state")
+            done.unlink()
+        else:
+            log(f"supernet: cached {done} (token scorer {result['scorer']})")
+            use_scorer_table(p, log)
+            return result
     log(f"gradient phase: {', '.join(methods)}, then {epochs} sandwich epochs -> {out}")
     start = time.perf_counter()
     val = p.workload.splits["val"]

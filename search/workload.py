@@ -21,6 +21,7 @@ import timm
 import torch
 import torch.nn.functional as F
 import yaml
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
@@ -275,9 +276,14 @@ def load_workload(config: dict, device="cpu", log=print) -> Workload:
     path = cache_dir() / "base" / f"{model_cfg['name']}-{key}.safetensors"
     meta_path = path.with_suffix(".json")
     if path.is_file() and meta_path.is_file():
-        load_weights(model, load_file(str(path)), path)
-        log(f"base model: cached {path}")
-        return Workload(config, model.eval(), splits, path, file_hash(path), json.loads(meta_path.read_text()))
+        try:
+            state, meta = load_file(str(path)), json.loads(meta_path.read_text())
+        except (OSError, ValueError, SafetensorError) as e:  # truncated, overwritten, not ours: train it again
+            log(f"base model: cache entry {path} is unreadable ({type(e).__name__}: {e}); training it again")
+        else:
+            load_weights(model, state, path)
+            log(f"base model: cached {path}")
+            return Workload(config, model.eval(), splits, path, file_hash(path), meta)
 
     log(f"base model: training {model_cfg['name']} on {config['data']['name']} "
         f"({len(splits['train'])} images, {config['train']['epochs']} epochs); cached afterwards")

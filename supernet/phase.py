@@ -18,7 +18,7 @@ from . import distributed as ddp
 from .config import ConfigError, SubnetConfig
 from .gates import METHODS, STAGES, UnitCosts, build_method, learn
 from .importance import Importance, magnitude_importance, reorder
-from .storage import write_atomic
+from .storage import load_state, write_atomic
 from .train import train_supernet
 
 
@@ -73,8 +73,8 @@ def gradient_phase(sn, loader, methods: list[str], costs: UnitCosts, out: str | 
     state_path = out / "phase.pt"
     state = {"meta": meta, "done": [], "proposals": {}, "importance": {}, "logs": {}, "reordered": False,
              "sandwich": False}
-    if state_path.is_file():
-        saved = torch.load(state_path, map_location=device, weights_only=True)
+    saved = load_state(state_path, device, log, "the gradient phase starts over") if state_path.is_file() else None
+    if saved is not None:
         if saved["meta"] != meta:
             raise ConfigError(f"{state_path} belongs to another config or base model; pass another --out or "
                               "delete that folder to start over")

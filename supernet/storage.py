@@ -2,9 +2,15 @@
 from __future__ import annotations
 
 import os
+import pickle
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+import torch
+
+# what torch.load raises on a cut-short, overwritten or foreign file
+UNREADABLE = (OSError, EOFError, RuntimeError, pickle.UnpicklingError)
 
 
 def write_atomic(path: str | Path, write: Callable[[Path], None]) -> None:
@@ -21,3 +27,13 @@ def write_atomic(path: str | Path, write: Callable[[Path], None]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def load_state(path: Path, device, log: Callable[[str], None], then: str) -> dict | None:
+    """A state this program saved (``torch.load``, weights only), or None when it cannot be read: reported
+    with its path and ``then``, what happens instead."""
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except UNREADABLE as e:
+        log(f"{path} is unreadable ({type(e).__name__}); {then}")
+        return None

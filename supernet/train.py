@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import distributed as ddp
-from .storage import write_atomic
+from .storage import load_state, write_atomic
 
 
 def cosine_schedule(opt: torch.optim.Optimizer, total: int, warmup: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
@@ -60,8 +60,9 @@ def train_supernet(sn, loader, epochs: int, lr: float = 5e-4, weight_decay: floa
     sched = cosine_schedule(opt, epochs * len(loader))
     history, start = [], 0
     checkpoint = Path(checkpoint) if checkpoint else None
-    if checkpoint and checkpoint.is_file():
-        state = torch.load(checkpoint, map_location=device, weights_only=True)
+    state = load_state(checkpoint, device, log, "sandwich training starts over") if checkpoint and \
+        checkpoint.is_file() else None
+    if state is not None:
         sn.load_state_dict(state["supernet"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])

@@ -80,6 +80,20 @@ def test_train_supernet_runs_every_method_and_is_cached(cache, tmp_path):
     assert len(report["sandwich_history"]) == 1 and report["scorer"] in report["scorer_val_top1"]
     again = run_cli(*args, cache=cache)
     assert again.returncode == 0 and "cached" in again.stdout and "supernet epoch" not in again.stdout
+    # caches heal: a cut-short supernet.pt is rebuilt from the saved state (no training), a cut-short state too
+    done = tmp_path / "supernet.pt"
+    done.write_bytes(done.read_bytes()[:1000])
+    healed = run_cli(*args, cache=cache)
+    assert healed.returncode == 0, healed.stderr
+    assert f"{done} is unreadable" in healed.stdout and "supernet epoch" not in healed.stdout
+    same = lambda rows: [(r["method"], r["val_top1"], r["config"]) for r in rows]  # noqa: E731 (ms: measured anew)
+    assert same(json.loads((tmp_path / "train.json").read_text())["proposals"]) == same(report["proposals"])
+    for name in ("supernet.pt", "phase.pt", "sandwich.pt"):
+        (tmp_path / name).write_bytes(b"garbage")
+    healed = run_cli(*args, cache=cache)
+    assert healed.returncode == 0, healed.stderr
+    assert "phase.pt is unreadable" in healed.stdout and "the gradient phase starts over" in healed.stdout
+    assert "sandwich.pt is unreadable" in healed.stdout and "supernet epoch 1/1" in healed.stdout
     assert "at least 1" in error_line(run_cli("train-supernet", "--config", "configs/tiny.yaml", "--epochs", "0",
                                               cache=cache))
     assert "unknown method 'slim'" in error_line(run_cli("train-supernet", "--config", "configs/tiny.yaml",

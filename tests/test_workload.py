@@ -50,6 +50,13 @@ def test_tiny_workload_trains_once_then_is_cached():
     for a, b in zip(first.model.state_dict().values(), second.model.state_dict().values()):
         assert torch.equal(a, b)
     assert second.input_shape == (1, 32, 32)
+    # a cache entry cut short (disk full, a copy interrupted) is reported with its path and trained again
+    entry = second.checkpoint
+    entry.write_bytes(entry.read_bytes()[:100])
+    logs.clear()
+    healed = load_workload(config, log=logs.append)
+    assert any("unreadable" in line and str(entry) in line for line in logs) and any("training" in line for line in logs)
+    assert healed.checkpoint_hash == first.checkpoint_hash  # the same recipe trains the same weights
 
 
 def _model_cfg(**kw):
