@@ -73,7 +73,7 @@ def gradient_phase(sn, loader, methods: list[str], costs: UnitCosts, out: str | 
     state_path = out / "phase.pt"
     state = {"meta": meta, "done": [], "proposals": {}, "importance": {}, "logs": {}, "reordered": False,
              "sandwich": False}
-    saved = load_state(state_path, device, log, "the gradient phase starts over") if state_path.is_file() else None
+    saved = load_state(state_path, device, log, "the gradient phase starts over")
     if saved is not None:
         if saved["meta"] != meta:
             raise ConfigError(f"{state_path} belongs to another config or base model; pass another --out or "

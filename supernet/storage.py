@@ -29,9 +29,11 @@ def write_atomic(path: str | Path, write: Callable[[Path], None]) -> None:
         raise
 
 
-def load_state(path: Path, device, log: Callable[[str], None], then: str) -> dict | None:
-    """A state this program saved (``torch.load``, weights only), or None when it cannot be read: reported
-    with its path and ``then``, what happens instead."""
+def load_state(path: Path | None, device, log: Callable[[str], None], then: str) -> dict | None:
+    """A state this program saved (``torch.load``, weights only), or None when there is none or it cannot be
+    read (then reported with its path and ``then``, what happens instead)."""
+    if path is None or not Path(path).is_file():
+        return None
     try:
         return torch.load(path, map_location=device, weights_only=True)
     except UNREADABLE as e:

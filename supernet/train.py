@@ -60,8 +60,7 @@ def train_supernet(sn, loader, epochs: int, lr: float = 5e-4, weight_decay: floa
     sched = cosine_schedule(opt, epochs * len(loader))
     history, start = [], 0
     checkpoint = Path(checkpoint) if checkpoint else None
-    state = load_state(checkpoint, device, log, "sandwich training starts over") if checkpoint and \
-        checkpoint.is_file() else None
+    state = load_state(checkpoint, device, log, "sandwich training starts over")
     if state is not None:
         sn.load_state_dict(state["supernet"])
         opt.load_state_dict(state["optimizer"])
@@ -86,9 +85,9 @@ def train_supernet(sn, loader, epochs: int, lr: float = 5e-4, weight_decay: floa
         row = {"epoch": epoch + 1, **{k: v / len(loader) for k, v in sums.items()}}
         history.append(row)
         if checkpoint and ddp.is_main():
-            state = {"supernet": sn.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                     "epoch": epoch + 1, "history": history}
-            write_atomic(checkpoint, lambda tmp: torch.save(state, tmp))
+            done = {"supernet": sn.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                    "epoch": epoch + 1, "history": history}
+            write_atomic(checkpoint, lambda tmp: torch.save(done, tmp))
         ddp.barrier()
         log(f"supernet epoch {epoch + 1}/{epochs}: " + ", ".join(f"{k} {v:.3f}" for k, v in row.items()
                                                                  if k != "epoch"))

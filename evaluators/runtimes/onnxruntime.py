@@ -31,7 +31,7 @@ class OnnxRuntime(OnnxFileRuntime):
         options.inter_op_num_threads = 1  # one graph, run sequentially: no inter-op pool
         # Threads spin within a run (as deployed) but stop at its end: an idle session's spinning workers
         # otherwise take cores from the model timed next (the base model read ~1.4x slower after a
-        # subnet's block); alone, a call is as fast as with the default (benchmarks/interleave.py).
+        # subnet's block); alone, a call is as fast as with the default (benchmarks/ort_spinning.py).
         options.add_session_config_entry("session.force_spinning_stop", "1")
         if example.device.type == "cuda":
             providers = [("CUDAExecutionProvider", {"device_id": example.device.index or 0})]
