@@ -7,9 +7,12 @@ from torch.utils.data import DataLoader, Dataset
 
 
 @torch.inference_mode()
-def evaluate_accuracy(model: nn.Module, data: Dataset | DataLoader, cfg=None, device="cpu",
+def evaluate_accuracy(model: nn.Module, data: Dataset | DataLoader, cfg=None, device=None,
                       batch_size: int = 256) -> float:
-    """Top-1 accuracy in [0, 1]. With ``cfg``, ``model`` is a Supernet and the subnet ``cfg`` is evaluated."""
+    """Top-1 accuracy in [0, 1]. With ``cfg``, ``model`` is a Supernet and the subnet ``cfg`` is evaluated.
+    The batches go to ``device``, by default the model's."""
+    if device is None:
+        device = next(model.parameters()).device
     loader = data if isinstance(data, DataLoader) else DataLoader(data, batch_size=batch_size)
     was_training = model.training
     model.eval()

@@ -58,7 +58,7 @@ def prepare(config_path=None, device="auto", runtime=None, dtype=None, batch_siz
         ddp.barrier()
     workload = load_workload(config, device=setting.torch_device, log=log)
     # the supernet trains and reorders a copy: workload.model stays the base model (the teacher, the reference)
-    sn = Supernet.from_timm(copy.deepcopy(workload.model), bounds=config["space"]).eval()
+    sn = Supernet.from_timm(copy.deepcopy(workload.model), bounds=config["space"]).eval().to(setting.torch_device)
     meter = LatencyMeter(setting, workload.input_shape, reference=workload.model)
     log(f"latency: {setting.describe()} (table calibrated on first use, then cached)")
     table = LatencyTable.cached(sn, setting, cache_dir() / "lut", meter=meter, progress=ddp.is_main())

@@ -70,6 +70,7 @@ def gradient_phase(sn, loader, methods: list[str], costs: UnitCosts, out: str | 
     ``evaluate(cfg)`` (val top-1 on shared weights) picks the token scorer when token methods ran.
     """
     out = Path(out)
+    sn.to(device)
     state_path = out / "phase.pt"
     state = {"meta": meta, "done": [], "proposals": {}, "importance": {}, "logs": {}, "reordered": False,
              "sandwich": False}

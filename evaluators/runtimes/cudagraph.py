@@ -28,4 +28,12 @@ class CudaGraph(Runtime):
         graph = torch.cuda.CUDAGraph()
         with torch.inference_mode(), torch.cuda.graph(graph):
             out = model(static)
-        return lambda: (graph.replay(), out)[1]  # each replay rewrites `out` in place
+
+        def replay():
+            graph.replay()
+            return out  # rewritten in place by each replay
+
+        # The graph reads the model's weights and `static` at every replay but holds no reference to them: a
+        # model copied for timing (another dtype) would be freed on return and replays would read freed memory.
+        replay.keep_alive = (model, static)
+        return replay
