@@ -12,7 +12,9 @@ from pathlib import Path
 import torch
 
 import supernet.gates
+import supernet.importance
 import supernet.phase
+import supernet.structure
 import supernet.train
 from evaluators import Latency, LatencyMeter, LatencySetting, LatencyTable, evaluate_accuracy
 from supernet import ConfigError, Supernet
@@ -71,7 +73,7 @@ def prepare(config_path=None, device="auto", runtime=None, dtype=None, batch_siz
 
 def phase_dir(p: Prepared, methods: list[str]) -> Path:
     """Where the gradient phase of this config, base model, method set and code version is cached."""
-    code = (supernet.gates, supernet.phase, supernet.train,
+    code = (supernet.gates, supernet.phase, supernet.train, supernet.importance, supernet.structure,
             *(inspect.getmodule(c) for c in supernet.gates.METHODS.values()))
     # NViT's and SPViT's latency terms come from the table, so the phase belongs to a measurement setting too
     settings = {k: p.config[k] for k in ("space", "supernet")} | {"base": p.workload.checkpoint_hash,

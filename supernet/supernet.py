@@ -14,13 +14,14 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from .config import SubnetConfig
+from .config import ConfigError, SubnetConfig
 from .space import SearchSpace
 from .scorers import SCORERS, build_scorer, has_weights
-from .subnet import ModelSpec, SubnetViT, build_subnet, conv_kernel, drop_blocks
+from .structure import shared_tensors, subnet_weights
+from .subnet import ModelSpec, SubnetViT, build_subnet
 
 
-class UnsupportedModel(ValueError):
+class UnsupportedModel(ConfigError):
     """The timm model is a variant the supernet cannot slice; the message says which part and why."""
 
 
@@ -102,6 +103,7 @@ class Supernet(nn.Module):
             name: nn.ModuleList(build_scorer(name, s.embed_dim, s.embed_dim) for _ in range(s.depth))
             for name in SCORERS if has_weights(name)})
         self._templates: dict[tuple, SubnetViT] = {}
+        self.shared = shared_tensors(self)  # how every shared tensor divides into units of the axes
 
     def use_scorer(self, name: str) -> "Supernet":
         """Rank tokens with the scorer ``name`` from now on (subnets and extracted models alike)."""
@@ -137,57 +139,6 @@ class Supernet(nn.Module):
         return template
 
     def subnet_weights(self, cfg: SubnetConfig) -> dict[str, torch.Tensor]:
-        """The subnet's weights as views of the shared parameters, named as in ``SubnetViT``.
-
-        Every axis is sorted by importance, so the subnet always takes the *first* k of everything.
-        """
-        s, vit, e = self.spec, self.vit, cfg.embed_dim
-        w: dict[str, torch.Tensor] = {}
-
-        def add(prefix: str, module: nn.Module, out: int | None = None, inp: int | None = None):
-            """weight[:out, :inp] and bias[:out] of a Linear/LayerNorm/Conv (None = keep whole)."""
-            w[f"{prefix}.weight"] = module.weight[:out, :inp] if inp is not None else module.weight[:out]
-            if getattr(module, "bias", None) is not None:
-                w[f"{prefix}.bias"] = module.bias[:out]
-
-        add("patch_embed.proj", vit.patch_embed.proj, e)
-        if s.patch_norm:
-            add("patch_embed.norm", vit.patch_embed.norm, e)
-        w["cls_token"] = vit.cls_token[..., :e]
-        w["pos_embed"] = vit.pos_embed[..., :e]
-        if s.pre_norm:
-            add("norm_pre", vit.norm_pre, e)
-        H, hd, E = s.num_heads, s.head_dim, s.embed_dim
-        for i in range(cfg.depth):
-            b, h, m, p = vit.blocks[i], cfg.heads[i], cfg.mlp[i], f"blocks.{i}."
-            add(p + "norm1", b.norm1, e)
-            qkv_w = b.attn.qkv.weight.view(3, H, hd, E)[:, :h, :, :e]
-            qkv_b = b.attn.qkv.bias.view(3, H, hd)[:, :h] if s.qkv_bias else None
-            if cfg.ops[i] == "msa":
-                w[p + "mixer.qkv.weight"] = qkv_w.reshape(3 * h * hd, e)
-                if s.qkv_bias:
-                    w[p + "mixer.qkv.bias"] = qkv_b.reshape(-1)
-                if s.qk_norm:
-                    add(p + "mixer.q_norm", b.attn.q_norm)
-                    add(p + "mixer.k_norm", b.attn.k_norm)
-            else:  # SPViT: the conv reuses this block's value projection
-                w[p + "mixer.v.weight"] = qkv_w[2].reshape(h * hd, e)
-                if s.qkv_bias:
-                    w[p + "mixer.v.bias"] = qkv_b[2].reshape(-1)
-                w[p + "mixer.kernel"] = conv_kernel(self.conv_offsets[i], h, hd)
-            add(p + "mixer.proj", b.attn.proj, e, h * hd)
-            add(p + "norm2", b.norm2, e)
-            add(p + "mlp.fc1", b.mlp.fc1, m, e)
-            add(p + "mlp.fc2", b.mlp.fc2, e, m)
-            if s.layer_scale:
-                w[p + "ls1.gamma"] = b.ls1.gamma[:e]
-                w[p + "ls2.gamma"] = b.ls2.gamma[:e]
-        if s.scorer in self.token_scorers:
-            for i, drops in enumerate(drop_blocks(s, cfg)):
-                if drops:
-                    for k, v in self.token_scorers[s.scorer][i].weights_for(e).items():
-                        w[f"blocks.{i}.scorer.{k}"] = v
-        head = {"norm": vit.norm, "head": vit.head} if cfg.depth == s.depth else self.exits[str(cfg.depth)]
-        add("norm", head["norm"], e)
-        add("head", head["head"], None, e)
-        return w
+        """The subnet's weights as views of the shared parameters, named as in ``SubnetViT``
+        (``supernet.structure`` declares how each is cut)."""
+        return subnet_weights(self, cfg)

@@ -11,7 +11,7 @@ from supernet.gates.patchslim import top_down_importance
 from supernet.gates.wdpruning import binary_mask
 from supernet.importance import reorder
 from supernet.phase import combine, resolve_methods
-from supernet.scorers import SCORERS, build_scorer
+from supernet.scorers import SCORERS
 
 COSTS = UnitCosts(total=0.5, embed=1e-3, head=5e-3, mlp=5e-5, block=0.1, conv_saving=0.01)
 
@@ -118,21 +118,22 @@ def test_every_method_learns_and_proposes_valid_configs(name):
 
 
 @pytest.mark.parametrize("name", sorted(SCORERS))
-def test_every_scorer_slices_and_follows_a_permutation(name):
-    full = build_scorer(name, 48, 48)
+def test_every_scorer_is_cut_and_permuted_by_its_declaration(name):
+    """A scorer's ``embed_dims`` is all the supernet needs: a narrower subnet runs its cut scorer exactly as
+    extracted, and permuting the embedding channels leaves a token-dropping subnet unchanged."""
+    sn = Supernet.from_timm(micro_vit()).eval().use_scorer(name)
     with torch.no_grad():
-        for p in full.parameters():
+        for p in sn.token_scorers.parameters():
             p.add_(torch.randn_like(p))
-    small = build_scorer(name, 32, 48)
-    sliced = full.weights_for(32)
-    assert sliced.keys() == dict(small.named_parameters()).keys()
-    for k, p in small.named_parameters():
-        assert sliced[k].shape == p.shape
-    x, attn = torch.randn(2, 10, 48), torch.softmax(torch.randn(2, 9), -1)
-    before = full(x, attn)
-    order = torch.randperm(48)
-    full.reorder_embed(order)
-    assert torch.allclose(full(x[..., order], attn), before, atol=1e-5)
+    keep = [1.0, 0.5, 0.5, 0.25]
+    narrow = SubnetConfig(32, 4, [3] * 4, [192] * 4, ["msa"] * 4, keep)
+    wide = SubnetConfig(48, 4, [3] * 4, [192] * 4, ["msa"] * 4, keep)
+    x = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(sn(x, narrow), sn.extract(narrow)(x), atol=1e-5)
+        before = sn(x, wide)
+        reorder(sn, combine(sn, [{"embed": torch.rand(48)}]))
+        assert torch.allclose(sn(x, wide), before, atol=1e-5)
 
 
 def test_reorder_keeps_learned_scorers_exact():

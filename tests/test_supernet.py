@@ -156,6 +156,10 @@ def test_supported_variants_are_exact(kwargs, rng):
         for _ in range(5):
             cfg = sn.space.sample(rng)
             assert torch.allclose(sn(x, cfg), sn.extract(cfg)(x), atol=ATOL, rtol=0)
+    # the structure declares every parameter once (supernet.structure): an undeclared one would be neither cut
+    # nor permuted with its axis
+    declared = {name.split("#")[0] for name in sn.shared}
+    assert declared == {name for name, _ in sn.named_parameters()}
 
 
 @pytest.mark.parametrize("kwargs, message", [

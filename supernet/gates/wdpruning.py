@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..importance import magnitude_importance
 from . import GateMethod, make_config, register_method, snap, task_loss, unique
 from .forward import Masks, gated_forward
 
@@ -25,11 +26,10 @@ class WDPruning(GateMethod):
 
     def __init__(self, sn, costs):
         super().__init__(sn, costs)
-        s, vit = sn.spec, sn.vit
+        s = sn.spec
         # saliency starts at the weights' magnitude (scaled to [0, 1] per block), thresholds below it all
-        heads = torch.stack([b.attn.qkv.weight.detach().abs().view(3, s.num_heads, s.head_dim, -1).sum((0, 2, 3))
-                             for b in vit.blocks])
-        mlp = torch.stack([b.mlp.fc1.weight.detach().abs().sum(1) for b in vit.blocks])
+        imp = magnitude_importance(sn)
+        heads, mlp = torch.stack(imp.heads), torch.stack(imp.mlp)
         self.head_scores = nn.Parameter(heads / heads.amax(1, keepdim=True))
         self.mlp_scores = nn.Parameter(mlp / mlp.amax(1, keepdim=True))
         self.head_threshold = nn.Parameter(torch.zeros(s.depth))

@@ -3,8 +3,9 @@
 A scorer maps the tokens entering a block (``x``: [B, 1+n, E], class token first) and, when the subnet
 has one, the class-token attention of the most recent MSA block (``cls_attn``: [B, n]) to a score per
 patch token ([B, n]); the block keeps the top-k. A scorer may hold parameters: ``width`` is the subnet's
-embedding width and ``base_width`` the base model's; the supernet holds one full-width scorer per block and
-slices it for a subnet with ``weights_for``, and permutes its inputs with ``reorder_embed``.
+embedding width and ``base_width`` the base model's; the supernet holds one full-width scorer per block, and
+``embed_dims`` declares which dimension of which parameter holds embedding channels: that is how it is cut
+for a subnet and permuted with the embedding (``supernet.structure``); every other dimension stays whole.
 """
 from __future__ import annotations
 
@@ -14,11 +15,14 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from ..config import ConfigError
+
 SCORERS: dict[str, type["TokenScorer"]] = {}
 
 
 class TokenScorer(nn.Module, metaclass=abc.ABCMeta):
     name: ClassVar[str]
+    embed_dims: ClassVar[dict[str, int]] = {}  # parameter name -> its dimension of embedding channels
 
     def __init__(self, width: int, base_width: int):
         super().__init__()
@@ -28,13 +32,6 @@ class TokenScorer(nn.Module, metaclass=abc.ABCMeta):
     def forward(self, x: torch.Tensor, cls_attn: torch.Tensor | None) -> torch.Tensor:
         raise NotImplementedError
 
-    def weights_for(self, width: int) -> dict[str, torch.Tensor]:
-        """This (full-width) scorer's weights for a subnet of embedding width ``width``, as views."""
-        return {}
-
-    def reorder_embed(self, order: torch.Tensor) -> None:
-        """Follow a permutation of the embedding channels (in place)."""
-
 
 def register_scorer(cls: type[TokenScorer]) -> type[TokenScorer]:
     SCORERS[cls.name] = cls
@@ -43,7 +40,7 @@ def register_scorer(cls: type[TokenScorer]) -> type[TokenScorer]:
 
 def build_scorer(name: str, width: int, base_width: int) -> TokenScorer:
     if name not in SCORERS:
-        raise ValueError(f"unknown token scorer {name!r}; valid scorers are {sorted(SCORERS)}")
+        raise ConfigError(f"unknown token scorer {name!r}; valid scorers are {sorted(SCORERS)}")
     return SCORERS[name](width, base_width)
 
 

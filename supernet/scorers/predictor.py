@@ -13,6 +13,8 @@ from . import TokenScorer
 
 
 class TokenPredictor(TokenScorer):
+    embed_dims = {"norm.weight": 0, "norm.bias": 0, "fc_in.weight": 1}
+
     def __init__(self, width: int, base_width: int):
         super().__init__(width, base_width)
         hidden = max(8, base_width // 2)
@@ -37,14 +39,3 @@ class TokenPredictor(TokenScorer):
     def forward(self, x: torch.Tensor, cls_attn: torch.Tensor | None) -> torch.Tensor:
         logits = self.logits(x[:, 1:])
         return logits[..., 0] - logits[..., 1]  # log-odds of keeping: top-k of these
-
-    def weights_for(self, width: int) -> dict[str, torch.Tensor]:
-        return {"norm.weight": self.norm.weight[:width], "norm.bias": self.norm.bias[:width],
-                "fc_in.weight": self.fc_in.weight[:, :width], "fc_in.bias": self.fc_in.bias,
-                "fc_mid.weight": self.fc_mid.weight, "fc_mid.bias": self.fc_mid.bias,
-                "fc_out.weight": self.fc_out.weight, "fc_out.bias": self.fc_out.bias}
-
-    @torch.no_grad()
-    def reorder_embed(self, order: torch.Tensor) -> None:
-        for t, dim in ((self.norm.weight, 0), (self.norm.bias, 0), (self.fc_in.weight, 1)):
-            t.copy_(t.index_select(dim, order))
