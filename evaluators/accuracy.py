@@ -5,6 +5,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from supernet.config import ConfigError
+
 
 @torch.inference_mode()
 def evaluate_accuracy(model: nn.Module, data: Dataset | DataLoader, cfg=None, device=None,
@@ -26,5 +28,5 @@ def evaluate_accuracy(model: nn.Module, data: Dataset | DataLoader, cfg=None, de
     finally:
         model.train(was_training)
     if total == 0:
-        raise ValueError("evaluate_accuracy got an empty dataset")
+        raise ConfigError("the dataset to evaluate on is empty; check the data split")
     return correct / total

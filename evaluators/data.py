@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from supernet.config import ConfigError
+
 SPLITS = ("train", "val", "test")
 
 
@@ -102,14 +104,14 @@ def imagefolder_splits(root: str | Path, img_size: int, in_chans: int = 3,
 
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"dataset root {root} does not exist; set data.root to a folder with "
-                                "train/ and val/ subfolders of class folders")
+        raise ConfigError(f"dataset root {root} does not exist; set data.root to a folder with "
+                          "train/ and val/ subfolders of class folders")
     mean = tuple(mean or IMAGENET_DEFAULT_MEAN[:in_chans])
     std = tuple(std or IMAGENET_DEFAULT_STD[:in_chans])
     missing = [split for split in ("train", "val") if not (root / split).is_dir()]
     if missing:
-        raise FileNotFoundError(f"dataset root {root} has no {' or '.join(m + '/' for m in missing)} folder; "
-                                "expected train/ and val/ (and optionally test/) class-folder trees")
+        raise ConfigError(f"dataset root {root} has no {' or '.join(m + '/' for m in missing)} folder; "
+                          "expected train/ and val/ (and optionally test/) class-folder trees")
     out: dict[str, Dataset] = {}
     for split in SPLITS:
         folder = root / split
@@ -121,7 +123,7 @@ def imagefolder_splits(root: str | Path, img_size: int, in_chans: int = 3,
             out[split] = ImageDataset(str(folder), transform=transform,
                                       input_img_mode="L" if in_chans == 1 else "RGB")
         except RuntimeError as e:  # timm: "Found 0 images in subfolders of ..."
-            raise FileNotFoundError(f"{folder}: {e}") from None
+            raise ConfigError(f"{folder}: {e}") from None
     out.setdefault("test", out["val"])
     return out
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from supernet import ConfigError, UnsupportedModel
+from supernet import ConfigError
 
 
 LATENCY_FLAGS = ("device", "runtime", "dtype", "batch_size", "threads")
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         args.func(args)
-    except (ConfigError, UnsupportedModel, ValueError, FileNotFoundError) as e:
+    except ConfigError as e:  # the user's input; anything else is a bug and shows its traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

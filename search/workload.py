@@ -123,11 +123,8 @@ def build_splits(data_cfg: dict, model: nn.Module) -> dict:
         if not data_cfg["root"]:
             raise ConfigError("data.name is imagefolder but data.root is not set; point it at a folder "
                               "with train/ and val/ class folders")
-        try:
-            return imagefolder_splits(data_cfg["root"], model.patch_embed.img_size[0],
-                                      model.patch_embed.proj.in_channels, data_cfg["mean"], data_cfg["std"])
-        except FileNotFoundError as e:
-            raise ConfigError(str(e)) from None
+        return imagefolder_splits(data_cfg["root"], model.patch_embed.img_size[0],
+                                  model.patch_embed.proj.in_channels, data_cfg["mean"], data_cfg["std"])
     raise ConfigError(f"unknown data.name {data_cfg['name']!r}; valid names are ['digits', 'imagefolder']")
 
 

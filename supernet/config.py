@@ -11,7 +11,8 @@ OPS = ("msa", "conv")
 
 
 class ConfigError(ValueError):
-    """A subnet config (or a workload config) that breaks a rule; the message says which and what to do."""
+    """The user's input (a command-line value, a config, a file, data) breaks a rule; the message says which
+    and what to do. The CLI prints it as one line; any other exception is a bug and keeps its traceback."""
 
 
 @dataclass

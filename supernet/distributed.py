@@ -13,6 +13,8 @@ import os
 import torch
 import torch.distributed as dist
 
+from .config import ConfigError
+
 
 def init_from_env(device: torch.device) -> None:
     """Join the process group when started by torchrun (WORLD_SIZE > 1)."""
@@ -38,7 +40,7 @@ def shard(t: torch.Tensor) -> torch.Tensor:
     if n == 1:
         return t
     if len(t) % n:
-        raise ValueError(f"a global batch of {len(t)} does not split evenly over {n} processes")
+        raise ConfigError(f"a global batch of {len(t)} does not split evenly over {n} processes")
     size = len(t) // n
     return t[rank() * size:(rank() + 1) * size]
 

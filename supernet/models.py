@@ -4,10 +4,12 @@ from __future__ import annotations
 from timm.models import register_model
 from timm.models.vision_transformer import VisionTransformer
 
+from .config import ConfigError
+
 
 def _create(pretrained: bool, name: str, defaults: dict, kwargs: dict) -> VisionTransformer:
     if pretrained:
-        raise ValueError(f"{name} has no hub weights; `python -m search run` trains and caches it")
+        raise ConfigError(f"{name} has no hub weights; `python -m search run` trains and caches it")
     # timm's factory passes its own bookkeeping (pretrained_cfg, cache_dir, ...) to every entrypoint
     kwargs = {k: v for k, v in kwargs.items() if not k.startswith("pretrained_cfg") and k != "cache_dir"}
     return VisionTransformer(**{**defaults, **kwargs})

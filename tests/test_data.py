@@ -3,6 +3,7 @@ import pytest
 import torch
 from PIL import Image
 
+from supernet.config import ConfigError
 from evaluators.data import DigitsSpec, _split_sources, digits_splits, imagefolder_splits
 
 SMALL = DigitsSpec(variants=(1, 1, 1))
@@ -55,8 +56,8 @@ def test_imagefolder_splits(tmp_path):
 
 
 def test_imagefolder_missing_folders_say_what_to_do(tmp_path):
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(ConfigError, match="does not exist"):
         imagefolder_splits(tmp_path / "nope", img_size=32)
     (tmp_path / "train").mkdir()
-    with pytest.raises(FileNotFoundError, match="no val/ folder"):
+    with pytest.raises(ConfigError, match="no val/ folder"):
         imagefolder_splits(tmp_path, img_size=32)

@@ -19,7 +19,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .. import distributed as ddp
-from ..config import SubnetConfig
+from ..config import ConfigError, SubnetConfig
 from ..space import IntAxis, KeepAxis
 from .forward import Trace, gated_forward
 
@@ -79,7 +79,7 @@ def register_method(cls: type[GateMethod]) -> type[GateMethod]:
 
 def build_method(name: str, sn, costs: UnitCosts) -> GateMethod:
     if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}; valid methods are {sorted(METHODS)} or 'all'")
+        raise ConfigError(f"unknown method {name!r}; valid methods are {sorted(METHODS)} or 'all'")
     return METHODS[name](sn, costs).to(sn.vit.cls_token.device)
 
 
