@@ -287,7 +287,7 @@ def load_workload(config: dict, device="cpu", log=print) -> Workload:
     start = time.perf_counter()
     if config["train"]["patch_drop"]:  # timm's PatchDropout: a random subset of patches per training image
         from timm.layers import PatchDropout
-        model.patch_drop = PatchDropout(config["train"]["patch_drop"], num_prefix_tokens=1)
+        model.patch_drop = PatchDropout(config["train"]["patch_drop"], num_prefix_tokens=model.num_prefix_tokens)
     history = train_classifier(model, splits["train"], config["train"], device)
     model.patch_drop = nn.Identity()
     model.cpu().eval()

@@ -19,7 +19,7 @@ import torch
 
 from .config import SubnetConfig
 from .scorers import SCORERS
-from .subnet import ModelSpec, conv_kernel, drop_blocks
+from .subnet import ModelSpec, conv_kernel
 
 
 @dataclass(frozen=True)
@@ -82,10 +82,11 @@ def shared_tensors(sn) -> dict[str, Shared]:
     w = params["vit.patch_embed.proj.weight"]
     out["vit.patch_embed.proj.weight"] = Shared(_whole(w.shape), {0: "embed"})
     out["vit.patch_embed.proj.bias"] = Shared(((E,),), {0: "embed"})
-    for name in ("vit.patch_embed.norm", "vit.norm_pre", "vit.norm"):
+    for name in ("vit.patch_embed.norm", "vit.norm_pre"):
         norm(name)
-    embed_last("vit.cls_token")
-    embed_last("vit.pos_embed")
+    for name in ("vit.cls_token", "vit.dist_token", "vit.reg_token", "vit.pos_embed"):
+        if name in params:
+            embed_last(name)
     for i in range(s.depth):
         b, heads, mlp = f"vit.blocks.{i}", f"heads.{i}", f"mlp.{i}"
         norm(f"{b}.norm1")
@@ -96,16 +97,24 @@ def shared_tensors(sn) -> dict[str, Shared]:
             for p in ("weight", "bias"):
                 if f"{b}.attn.{qk}.{p}" in params:
                     out[f"{b}.attn.{qk}.{p}"] = Shared(((hd,),))
-        linear(f"{b}.mlp.fc1", (0, mlp), (0, "embed"))
+        if s.mlp_kind == "swiglu":  # a hidden unit is one row of each of the gate and value projections
+            linear(f"{b}.mlp.fc1_g", (0, mlp), (0, "embed"))
+            linear(f"{b}.mlp.fc1_x", (0, mlp), (0, "embed"))
+        elif s.mlp_kind == "glu":  # packed: [value | gate] (or the reverse), one row of each half per unit
+            linear(f"{b}.mlp.fc1", (1, mlp), (0, "embed"), out_groups=(2, s.mlp_hidden))
+        else:
+            linear(f"{b}.mlp.fc1", (0, mlp), (0, "embed"))
         linear(f"{b}.mlp.fc2", (0, "embed"), (0, mlp))
         for ls in ("ls1", "ls2"):
             if f"{b}.{ls}.gamma" in params:
                 embed_last(f"{b}.{ls}.gamma")
         out[f"conv_offsets#{i}"] = Shared(((H,), (9,)), {0: heads}, row=i)
-    for d in sn.exits:
-        norm(f"exits.{d}.norm")
-        linear(f"exits.{d}.head", None, (0, "embed"))
-    linear("vit.head", None, (0, "embed"))
+    for head in ["vit"] + [f"exits.{d}" for d in sn.exits]:
+        norm(f"{head}.norm")
+        norm(f"{head}.fc_norm")
+        for classifier in ("head", "head_dist"):
+            if f"{head}.{classifier}.weight" in params:
+                linear(f"{head}.{classifier}", None, (0, "embed"))
     for scorer, blocks in sn.token_scorers.items():
         embed_dims = SCORERS[scorer].embed_dims
         for i, module in enumerate(blocks):
@@ -116,46 +125,27 @@ def shared_tensors(sn) -> dict[str, Shared]:
 
 
 def subnet_layout(sn, cfg: SubnetConfig) -> dict[str, Cut]:
-    """Each weight of ``cfg``'s ``SubnetViT`` (by its state-dict name) and the shared tensor it is cut from."""
+    """Each weight of ``cfg``'s ``SubnetViT`` (by its state-dict name) and the shared tensor it is cut from.
+    The subnet names its weights as the base model does, but for the mixer (``attn`` in timm), the
+    classifier (that of its depth) and its token scorer (that of its block)."""
     s: ModelSpec = sn.spec
-    names = {n for n, _ in sn.named_parameters()}
+    classifier = "vit" if cfg.depth == s.depth else f"exits.{cfg.depth}"
     layout: dict[str, Cut] = {}
-
-    def take(key: str, name: str, **kw):
-        layout[key] = Cut(name, **kw)
-
-    def module(key: str, name: str):  # every parameter of a module, same names below it
-        for p in ("weight", "bias", "gamma"):
-            if f"{name}.{p}" in names:
-                take(f"{key}.{p}", f"{name}.{p}")
-
-    module("patch_embed.proj", "vit.patch_embed.proj")
-    module("patch_embed.norm", "vit.patch_embed.norm")
-    take("cls_token", "vit.cls_token")
-    take("pos_embed", "vit.pos_embed")
-    module("norm_pre", "vit.norm_pre")
-    for i in range(cfg.depth):
-        k, b = f"blocks.{i}", f"vit.blocks.{i}"
-        for part in ("norm1", "norm2", "ls1", "ls2", "mlp.fc1", "mlp.fc2"):
-            module(f"{k}.{part}", f"{b}.{part}")
-        if cfg.ops[i] == "msa":
-            for part in ("qkv", "q_norm", "k_norm"):
-                module(f"{k}.mixer.{part}", f"{b}.attn.{part}")
-        else:  # SPViT: the conv reuses this block's value projection
-            take(f"{k}.mixer.v.weight", f"{b}.attn.qkv.weight", pick={0: 2})
-            if f"{b}.attn.qkv.bias" in names:
-                take(f"{k}.mixer.v.bias", f"{b}.attn.qkv.bias", pick={0: 2})
-            h = cfg.heads[i]
-            take(f"{k}.mixer.kernel", f"conv_offsets#{i}", make=lambda o, h=h: conv_kernel(o, h, s.head_dim))
-        module(f"{k}.mixer.proj", f"{b}.attn.proj")
-    if s.scorer in sn.token_scorers:
-        for i, drops in enumerate(drop_blocks(s, cfg)):
-            if drops:
-                for p, _ in sn.token_scorers[s.scorer][i].named_parameters():
-                    take(f"blocks.{i}.scorer.{p}", f"token_scorers.{s.scorer}.{i}.{p}")
-    head = "vit" if cfg.depth == s.depth else f"exits.{cfg.depth}"
-    module("norm", f"{head}.norm")
-    module("head", f"{head}.head")
+    for key in sn.template(cfg).state_dict():
+        top, *rest = key.split(".")
+        if top in ("norm", "fc_norm", "head", "head_dist"):
+            layout[key] = Cut(f"{classifier}.{key}")
+        elif top != "blocks":
+            layout[key] = Cut(f"vit.{key}")
+        elif rest[1] == "scorer":
+            layout[key] = Cut(f"token_scorers.{s.scorer}.{rest[0]}.{'.'.join(rest[2:])}")
+        elif rest[1:] == ["mixer", "kernel"]:  # SPViT's 3×3 kernel, made from this block's offset table
+            h = cfg.heads[int(rest[0])]
+            layout[key] = Cut(f"conv_offsets#{rest[0]}", make=lambda o, h=h: conv_kernel(o, h, s.head_dim))
+        elif rest[1:3] == ["mixer", "v"]:  # SPViT's conv reuses the value third of this block's qkv
+            layout[key] = Cut(f"vit.blocks.{rest[0]}.attn.qkv.{rest[3]}", pick={0: 2})
+        else:
+            layout[key] = Cut("vit." + key.replace(".mixer.", ".attn.", 1))
     return layout
 
 

@@ -38,8 +38,22 @@ class ModelSpec:
     patch_norm: bool = False
     pre_norm: bool = False
     norm_eps: float = 1e-6
-    act: str = "gelu"            # "gelu" or "gelu_tanh"
+    act: str = "gelu"            # "gelu", "gelu_tanh", "silu" or "sigmoid"
+    mlp_kind: str = "mlp"        # timm's Mlp (fc1, act, fc2), SwiGLU (fc1_g, fc1_x) or GluMlp (fc1 packed)
+    gate_last: bool = False      # GluMlp: the gate is the second half of fc1's outputs
     scorer: str = "cls_attention"
+    # prefix tokens, in timm's order (class, distillation, registers): never dropped, never pooled by "avg"
+    class_token: bool = True
+    dist_token: bool = False     # DeiT distilled: a second head reads it, the two heads' logits are averaged
+    reg_tokens: int = 0
+    embed_prefix: bool = True    # the position embedding covers the prefix tokens (timm: not no_embed_class)
+    pool: str = "token"          # "token" (the class token) or "avg" (the mean of the patch tokens)
+    final_norm: bool = True      # timm's `norm` after the last block
+    fc_norm: bool = False        # timm's `fc_norm` after pooling
+
+    @property
+    def prefix(self) -> int:
+        return int(self.class_token) + int(self.dist_token) + self.reg_tokens
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -82,11 +96,20 @@ class PatchEmbed(nn.Module):
         return self.norm(self.proj(x).flatten(2).transpose(1, 2))
 
 
+def patch_attention(spec: ModelSpec, attn: torch.Tensor) -> torch.Tensor:
+    """[B, heads, T, T] attention -> [B, n] score per patch token: the attention the class token pays it,
+    or without a class token the attention it receives, averaged over tokens; both averaged over heads."""
+    if spec.class_token:
+        return attn[:, :, 0, spec.prefix:].mean(dim=1)
+    return attn[:, :, :, spec.prefix:].mean(dim=(1, 2))
+
+
 class Attention(nn.Module):
     """Multi-head self-attention over ``heads`` whole heads of the base model's head width."""
 
     def __init__(self, spec: ModelSpec, dim: int, heads: int, return_cls_attn: bool):
         super().__init__()
+        self.spec = spec
         self.heads, self.head_dim = heads, spec.head_dim
         self.return_cls_attn = return_cls_attn  # only the block whose attention scores a later token drop
         self.qkv = nn.Linear(dim, 3 * heads * spec.head_dim, bias=spec.qkv_bias)
@@ -102,7 +125,7 @@ class Attention(nn.Module):
         if self.return_cls_attn:
             attn = ((q * self.head_dim ** -0.5) @ k.transpose(-2, -1)).softmax(dim=-1)
             x = attn @ v
-            cls_attn = attn[:, :, 0, 1:].mean(dim=1)
+            cls_attn = patch_attention(self.spec, attn)
         else:
             x = F.scaled_dot_product_attention(q, k, v)
         return self.proj(x.transpose(1, 2).reshape(B, N, -1)), cls_attn
@@ -111,12 +134,12 @@ class Attention(nn.Module):
 class ConvMixer(nn.Module):
     """SPViT's convolution derived from an MSA block: the block's own value and output projections around
     a depthwise 3×3 kernel over the token grid (each head's channels share one 3×3 kernel, mapped from the
-    heads by a learned head-to-offset table). The class token takes the mean of all values, the output a
+    heads by a learned head-to-offset table). Each prefix token takes the mean of all values, the output a
     uniform attention would give it."""
 
     def __init__(self, spec: ModelSpec, dim: int, heads: int):
         super().__init__()
-        self.grid = spec.grid
+        self.grid, self.prefix = spec.grid, spec.prefix
         width = heads * spec.head_dim
         self.v = nn.Linear(dim, width, bias=spec.qkv_bias)
         self.kernel = nn.Parameter(torch.zeros(width, 1, 3, 3))
@@ -124,35 +147,81 @@ class ConvMixer(nn.Module):
 
     def forward(self, x):
         B, N, _ = x.shape
-        v = self.v(x)
-        patches = v[:, 1:].transpose(1, 2).reshape(B, -1, *self.grid)
-        patches = F.conv2d(patches, self.kernel, padding=1, groups=patches.shape[1])
-        out = torch.cat([v.mean(dim=1, keepdim=True), patches.flatten(2).transpose(1, 2)], dim=1)
-        return self.proj(out), None
+        return self.proj(conv_mix(self.v(x), self.kernel, self.prefix, self.grid)), None
+
+
+def activation(name: str) -> nn.Module:
+    return {"gelu": lambda: nn.GELU(), "gelu_tanh": lambda: nn.GELU(approximate="tanh"), "silu": nn.SiLU,
+            "sigmoid": nn.Sigmoid}[name]()
+
+
+def mlp_hidden(spec: ModelSpec, mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The hidden units of a timm-layout MLP (after its activation, or its gate): what the mlp axis prunes,
+    one unit across the gate and value projections of a gated MLP."""
+    if spec.mlp_kind == "swiglu":
+        return mlp.act(mlp.fc1_g(x)) * mlp.fc1_x(x)
+    h = mlp.fc1(x)
+    if spec.mlp_kind == "glu":
+        a, b = h.chunk(2, dim=-1)
+        return a * mlp.act(b) if spec.gate_last else mlp.act(a) * b
+    return mlp.act(h)
 
 
 class Mlp(nn.Module):
+    """timm's Mlp, SwiGLU or GluMlp layout (``spec.mlp_kind``) with ``hidden`` units."""
+
     def __init__(self, spec: ModelSpec, dim: int, hidden: int):
         super().__init__()
-        self.fc1 = nn.Linear(dim, hidden, bias=spec.proj_bias)
-        self.act = nn.GELU(approximate="tanh" if spec.act == "gelu_tanh" else "none")
+        self.spec = spec
+        if spec.mlp_kind == "swiglu":
+            self.fc1_g = nn.Linear(dim, hidden, bias=spec.proj_bias)
+            self.fc1_x = nn.Linear(dim, hidden, bias=spec.proj_bias)
+        else:
+            self.fc1 = nn.Linear(dim, hidden * (2 if spec.mlp_kind == "glu" else 1), bias=spec.proj_bias)
+        self.act = activation(spec.act)
         self.fc2 = nn.Linear(hidden, dim, bias=spec.proj_bias)
 
     def forward(self, x):
-        return self.fc2(self.act(self.fc1(x)))
+        return self.fc2(mlp_hidden(self.spec, self, x))
 
 
-def drop_tokens(x: torch.Tensor, scores: torch.Tensor, keep: int) -> torch.Tensor:
-    """Keep the class token and the ``keep`` highest-scoring patch tokens (gathered densely)."""
+def conv_mix(v: torch.Tensor, kernel: torch.Tensor, prefix: int, grid: tuple[int, int]) -> torch.Tensor:
+    """SPViT's conv over values ``v`` [B, T, C]: depthwise 3×3 over the patch grid; prefix tokens get the mean."""
+    B = v.shape[0]
+    patches = v[:, prefix:].transpose(1, 2).reshape(B, -1, *grid)
+    patches = F.conv2d(patches, kernel, padding=1, groups=patches.shape[1])
+    mean = v.mean(dim=1, keepdim=True).expand(-1, prefix, -1)
+    return torch.cat([mean, patches.flatten(2).transpose(1, 2)], dim=1)
+
+
+def drop_tokens(x: torch.Tensor, scores: torch.Tensor, keep: int, prefix: int) -> torch.Tensor:
+    """Keep the prefix tokens and the ``keep`` highest-scoring patch tokens (gathered densely)."""
     idx = scores.topk(keep, dim=1).indices
-    patches = x[:, 1:].gather(1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
-    return torch.cat([x[:, :1], patches], dim=1)
+    patches = x[:, prefix:].gather(1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+    return torch.cat([x[:, :prefix], patches], dim=1)
+
+
+def summary_token(spec: ModelSpec, x: torch.Tensor) -> torch.Tensor:
+    """The token a scorer compares patches with: the class token, or without one the mean patch."""
+    return x[:, 0] if spec.class_token else x[:, spec.prefix:].mean(dim=1)
+
+
+def readout(spec: ModelSpec, x: torch.Tensor, head: nn.Module) -> torch.Tensor:
+    """Logits from the final tokens as timm's forward_head computes them; ``head`` holds ``norm``,
+    ``fc_norm``, ``head`` (and ``head_dist``) as attributes or keys, present or Identity."""
+    get = (lambda k: head[k]) if isinstance(head, nn.ModuleDict) else (lambda k: getattr(head, k))
+    x = get("norm")(x)
+    if spec.dist_token:
+        return (get("head")(x[:, 0]) + get("head_dist")(x[:, 1])) / 2
+    pooled = x[:, 0] if spec.pool == "token" else x[:, spec.prefix:].mean(dim=1)
+    return get("head")(get("fc_norm")(pooled))
 
 
 class Block(nn.Module):
     def __init__(self, spec: ModelSpec, dim: int, heads: int, mlp: int, op: str,
                  keep_tokens: int | None, return_cls_attn: bool):
         super().__init__()
+        self.spec = spec
         self.keep_tokens = keep_tokens  # patch tokens kept on entry; None = no drop here
         self.scorer = build_scorer(spec.scorer, dim, spec.embed_dim) if keep_tokens is not None else None
         self.norm1 = _norm(spec, dim)
@@ -165,7 +234,9 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, cls_attn: torch.Tensor | None):
         if self.scorer is not None:
-            x = drop_tokens(x, self.scorer(x, cls_attn), self.keep_tokens)
+            p = self.spec.prefix
+            scores = self.scorer(x[:, p:], summary_token(self.spec, x), cls_attn)
+            x = drop_tokens(x, scores, self.keep_tokens, p)
         y, attn = self.mixer(self.norm1(x))
         x = x + self.ls1(y)
         x = x + self.ls2(self.mlp(self.norm2(x)))
@@ -186,8 +257,11 @@ class SubnetViT(nn.Module):
         self.spec, self.cfg = spec, cfg
         dim = cfg.embed_dim
         self.patch_embed = PatchEmbed(spec, dim)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
-        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + spec.num_patches, dim))
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if spec.class_token else None
+        self.dist_token = nn.Parameter(torch.zeros(1, 1, dim)) if spec.dist_token else None
+        self.reg_token = nn.Parameter(torch.zeros(1, spec.reg_tokens, dim)) if spec.reg_tokens else None
+        embedded = spec.num_patches + (spec.prefix if spec.embed_prefix else 0)
+        self.pos_embed = nn.Parameter(torch.zeros(1, embedded, dim))
         self.norm_pre = _norm(spec, dim, spec.pre_norm)
         tokens = [tokens_kept(k, spec.num_patches) for k in cfg.keep]
         drops = drop_blocks(spec, cfg)
@@ -203,17 +277,29 @@ class SubnetViT(nn.Module):
             Block(spec, dim, cfg.heads[i], cfg.mlp[i], cfg.ops[i],
                   tokens[i] if drops[i] else None, scored_by[i] is not None)
             for i in range(cfg.depth))
-        self.norm = _norm(spec, dim)
+        self.norm = _norm(spec, dim, spec.final_norm)
+        self.fc_norm = _norm(spec, dim, spec.fc_norm)
         self.head = nn.Linear(dim, spec.num_classes)
+        self.head_dist = nn.Linear(dim, spec.num_classes) if spec.dist_token else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.patch_embed(x)
-        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
-        x = self.norm_pre(x)
+        x = self.norm_pre(add_position(self.spec, self.patch_embed(x), self.pos_embed,
+                                       [self.cls_token, self.dist_token, self.reg_token]))
         cls_attn = None
         for blk in self.blocks:
             x, cls_attn = blk(x, cls_attn)
-        return self.head(self.norm(x[:, 0]))
+        return readout(self.spec, x, self)
+
+
+def add_position(spec: ModelSpec, patches: torch.Tensor, pos_embed: torch.Tensor,
+                 prefix: list[torch.Tensor | None]) -> torch.Tensor:
+    """Prefix tokens (those not None, in this order) before the patches, and the position embedding, as timm's
+    ``_pos_embed`` does: over the prefix too, or (``no_embed_class``) over the patches only."""
+    B = patches.shape[0]
+    prefix = [t.expand(B, -1, -1) for t in prefix if t is not None]
+    if spec.embed_prefix:
+        return torch.cat(prefix + [patches], dim=1) + pos_embed
+    return torch.cat(prefix + [patches + pos_embed], dim=1)
 
 
 def build_subnet(spec: ModelSpec, cfg: SubnetConfig, device: torch.device | str | None = None) -> SubnetViT:

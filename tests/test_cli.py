@@ -5,8 +5,10 @@ import sys
 
 import pytest
 import torch
+import yaml
 
 from conftest import ROOT
+from test_supernet import FAMILIES
 from supernet.gates import METHODS
 
 
@@ -42,6 +44,23 @@ def test_run_prepares_once_then_uses_the_cache(cache, tmp_path):
     other = run_cli(*args, "--runtime", "onnxruntime", cache=cache)
     line = error_line(other)
     assert other.returncode == 2 and "latency.runtime: torch-eager -> onnxruntime" in line
+
+
+@pytest.mark.parametrize("family", sorted(f for f, (_, kw) in FAMILIES.items()  # those a YAML config can name
+                                           if all(isinstance(v, (int, float, str)) for v in kw.values())))
+def test_every_newer_timm_family_searches_end_to_end(family, tmp_path):
+    """Registers, average pooling, distillation: base training, gradient phase, search, retrain and ship."""
+    name, kwargs = FAMILIES[family]
+    config = {"name": "family", "model": {"name": name, "kwargs": kwargs},
+              "data": {"name": "digits", "variants": [1, 1, 1]}, "train": {"epochs": 1},
+              "supernet": {"epochs": 1}, "retrain": {"epochs": 1}, "latency": {"warmup": 2, "repeats": 5}}
+    path = tmp_path / "family.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = run_cli("run", "--budget-ms", "1000", "--config", str(path), "--threads", "1", "--device", "cpu",
+                     "--trials", "3", "--out", str(tmp_path / "res"), cache=tmp_path / "cache")
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((tmp_path / "res" / "best" / "metrics.json").read_text())
+    assert metrics["within_budget"] and metrics["teacher"] == "the base model" and 0 <= metrics["test_top1"] <= 1
 
 
 def test_budget_below_smallest_subnet_names_its_latency(cache, tmp_path):

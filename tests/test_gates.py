@@ -4,6 +4,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from conftest import micro_vit
+from test_supernet import FAMILIES, family_vit
 from supernet import ConfigError, Supernet, SubnetConfig
 from supernet.gates import METHODS, STAGES, UnitCosts, build_method, learn
 from supernet.gates.forward import Masks, gated_forward, softmax_with_policy
@@ -51,6 +52,35 @@ def test_gated_forward_without_masks_is_the_supernet():
         assert torch.allclose(gated_forward(sn, x, Masks(heads=heads, mlp=mlp)).logits, sn(x, small), atol=1e-5)
 
 
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_gated_forward_reads_every_timm_family_as_the_supernet(family):
+    sn = Supernet.from_timm(family_vit(family)).eval()
+    x = torch.randn(3, 1, 32, 32)
+    c = sn.space.largest()
+    conv = SubnetConfig(c.embed_dim, c.depth, c.heads, c.mlp, ["conv"] * c.depth, c.keep)
+    with torch.no_grad():
+        trace = gated_forward(sn, x, exits=True)
+        assert torch.allclose(trace.logits, sn(x), atol=1e-5)
+        for d, logits in trace.exits.items():
+            assert torch.allclose(logits, sn(x, _shallow(sn, d)), atol=1e-5)
+        assert torch.allclose(gated_forward(sn, x, Masks(msa=torch.zeros(4))).logits, sn(x, conv), atol=1e-5)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_every_method_runs_on_every_timm_family(name, family):
+    sn = Supernet.from_timm(family_vit(family)).eval()
+    method = build_method(name, sn, COSTS)
+    history = learn(sn, method, _loader(n=32), steps=2)
+    assert all(torch.isfinite(torch.tensor(h["loss"])) for h in history)
+    x = torch.randn(2, 1, 32, 32)
+    if method.stage == "tokens":
+        sn.use_scorer(method.scorer)
+    with torch.no_grad():
+        for cfg in method.proposals(sn):
+            assert torch.allclose(sn(x, sn.space.validate(cfg)), sn.extract(cfg)(x), atol=1e-5)
+
+
 def test_dropped_tokens_get_no_attention():
     logits = torch.randn(2, 3, 5, 5)
     policy = torch.tensor([[1.0, 1, 0, 1, 0], [1, 0, 0, 0, 1]])
@@ -84,7 +114,7 @@ def test_binary_mask_is_binary_forward_and_differentiable():
 
 def test_top_down_importance_is_a_distribution_led_by_the_class_token():
     attn = [torch.softmax(torch.randn(2, 9, 9), -1) for _ in range(3)]
-    imp = top_down_importance(attn)
+    imp = top_down_importance(attn, Supernet.from_timm(micro_vit()).spec)
     assert len(imp) == 3
     for s in imp:
         assert torch.allclose(s.sum(1), torch.ones(2), atol=1e-5)

@@ -80,7 +80,7 @@ def register_method(cls: type[GateMethod]) -> type[GateMethod]:
 def build_method(name: str, sn, costs: UnitCosts) -> GateMethod:
     if name not in METHODS:
         raise ConfigError(f"unknown method {name!r}; valid methods are {sorted(METHODS)} or 'all'")
-    return METHODS[name](sn, costs).to(sn.vit.cls_token.device)
+    return METHODS[name](sn, costs).to(sn.vit.pos_embed.device)
 
 
 def task_loss(student: torch.Tensor, teacher: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

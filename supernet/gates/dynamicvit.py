@@ -39,14 +39,15 @@ class DynamicViT(GateMethod):
         def decide(i, tokens, policy):
             if i not in stages:
                 return None
-            logits = predictors[i].logits(tokens[:, 1:], policy)
+            logits = predictors[i].logits(tokens[:, sn.spec.prefix:], policy)
             return F.gumbel_softmax(logits, hard=True)[..., 0] * policy
 
         out = gated_forward(sn, x, decide=decide)
         targets = [rho ** (k + 1) for k in range(len(stages))]
         ratio = sum((p.mean(1) - t).pow(2).mean() for p, t in zip(out.policies, targets))
         keep = out.policies[-1].unsqueeze(-1)  # token distillation on the tokens kept to the end
-        tokens = ((out.final[:, 1:] - teacher.final[:, 1:]).pow(2) * keep).sum() / (
+        p = sn.spec.prefix
+        tokens = ((out.final[:, p:] - teacher.final[:, p:]).pow(2) * keep).sum() / (
             keep.sum() * out.final.shape[-1]).clamp_min(1.0)
         loss = task_loss(out.logits, teacher.logits, y) + 2.0 * ratio + 0.5 * tokens
         return loss, {"ratio_mse": ratio.item(), "kept": out.policies[-1].mean().item()}

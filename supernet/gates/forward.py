@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from ..subnet import conv_kernel
+from ..subnet import add_position, conv_kernel, conv_mix, mlp_hidden, readout
 
 
 @dataclass
@@ -54,14 +54,15 @@ def gated_forward(sn, x: torch.Tensor, masks: Masks | None = None,
     attention maps."""
     vit, s = sn.vit, sn.spec
     m = masks or Masks()
-    x = vit.norm_pre(vit._pos_embed(vit.patch_embed(x)))
+    x = vit.norm_pre(add_position(s, vit.patch_embed(x), vit.pos_embed,
+                                  [vit.cls_token, getattr(vit, "dist_token", None), vit.reg_token]))
     B, T, _ = x.shape
-    H, hd = s.num_heads, s.head_dim
-    policy = None  # over patch tokens; the class token is always kept
+    H, hd, P = s.num_heads, s.head_dim, s.prefix
+    policy = None  # over patch tokens; prefix tokens are always kept
     trace = Trace(logits=None)
     for i, blk in enumerate(vit.blocks):
         if decide is not None:
-            new = decide(i, x, policy if policy is not None else x.new_ones(B, T - 1))
+            new = decide(i, x, policy if policy is not None else x.new_ones(B, T - P))
             if new is not None:
                 policy = new
                 trace.policies.append(policy)
@@ -74,7 +75,7 @@ def gated_forward(sn, x: torch.Tensor, masks: Masks | None = None,
         q, k = blk.attn.q_norm(q), blk.attn.k_norm(k)
         logits = (q * hd ** -0.5) @ k.transpose(-2, -1)
         if policy is not None:
-            attn = softmax_with_policy(logits, torch.cat([policy.new_ones(B, 1), policy], dim=1))
+            attn = softmax_with_policy(logits, torch.cat([policy.new_ones(B, P), policy], dim=1))
         else:
             attn = logits.softmax(dim=-1)
         if taps:
@@ -86,21 +87,19 @@ def gated_forward(sn, x: torch.Tensor, masks: Masks | None = None,
         y = blk.attn.proj(o.transpose(1, 2).reshape(B, T, H * hd))
         if m.msa is not None:  # SPViT: the conv branch made of the same block's v and proj
             vt = v.transpose(1, 2).reshape(B, T, H * hd)
-            grid = vt[:, 1:].transpose(1, 2).reshape(B, H * hd, *s.grid)
-            grid = F.conv2d(grid, conv_kernel(sn.conv_offsets[i], H, hd), padding=1, groups=H * hd)
-            conv = blk.attn.proj(torch.cat([vt.mean(dim=1, keepdim=True), grid.flatten(2).transpose(1, 2)], 1))
+            conv = blk.attn.proj(conv_mix(vt, conv_kernel(sn.conv_offsets[i], H, hd), P, s.grid))
             y = m.msa[i] * y + (1 - m.msa[i]) * conv
         x = x + blk.ls1(y)
         h = blk.norm2(x)
         if m.embed is not None:
             h = h * m.embed
-        u = blk.mlp.act(blk.mlp.fc1(h))
+        u = mlp_hidden(s, blk.mlp, h)
         if m.mlp is not None:
             u = u * m.mlp[i]
         x = x + blk.ls2(blk.mlp.fc2(u))
         if exits and str(i + 1) in sn.exits:
             ex = sn.exits[str(i + 1)]
-            trace.exits[i + 1] = ex["head"](ex["norm"](x[:, 0]))
+            trace.exits[i + 1] = readout(s, x, ex)
     trace.final = x
-    trace.logits = vit.head(vit.norm(x)[:, 0])
+    trace.logits = readout(s, x, vit)
     return trace

@@ -8,13 +8,20 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..subnet import summary_token
 from . import GateMethod, make_config, register_method, snap_keep, unique
 
 
-def top_down_importance(attn: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Per block, each entering token's share of the final class token: [B, T] per block, rows sum to 1."""
+def top_down_importance(attn: list[torch.Tensor], spec) -> list[torch.Tensor]:
+    """Per block, each entering token's share of what the head reads (the class token, both distilled
+    tokens, or the mean patch): [B, T] per block, rows sum to 1."""
     s = torch.zeros_like(attn[-1][:, 0])
-    s[:, 0] = 1.0
+    if spec.dist_token:
+        s[:, :2] = 0.5
+    elif spec.pool == "token":
+        s[:, 0] = 1.0
+    else:
+        s[:, spec.prefix:] = 1.0 / (s.shape[1] - spec.prefix)
     out = []
     for a in reversed(attn):
         s = 0.5 * s + 0.5 * torch.einsum("bi,bij->bj", s, a)  # half residual, half attention
@@ -41,9 +48,11 @@ class PatchSlim(GateMethod):
     def loss(self, sn, x, y, teacher):
         predictors = sn.token_scorers[self.scorer]
         loss = 0.0
-        for i, imp in enumerate(top_down_importance(teacher.attn)):
-            target = imp[:, 1:] / imp[:, 1:].sum(1, keepdim=True)
-            score = predictors[i](teacher.tokens[i], None)
+        s = sn.spec
+        for i, imp in enumerate(top_down_importance(teacher.attn, s)):
+            target = imp[:, s.prefix:] / imp[:, s.prefix:].sum(1, keepdim=True)
+            tokens = teacher.tokens[i]
+            score = predictors[i](tokens[:, s.prefix:], summary_token(s, tokens), None)
             loss = loss + F.kl_div(F.log_softmax(score, dim=1), target, reduction="batchmean")
             with torch.no_grad():
                 cum = target.sort(dim=1, descending=True).values.cumsum(1)

@@ -1,8 +1,9 @@
 """Token scorers: which patch tokens a block keeps. One file per scorer, registered by name.
 
-A scorer maps the tokens entering a block (``x``: [B, 1+n, E], class token first) and, when the subnet
-has one, the class-token attention of the most recent MSA block (``cls_attn``: [B, n]) to a score per
-patch token ([B, n]); the block keeps the top-k. A scorer may hold parameters: ``width`` is the subnet's
+A scorer maps the patch tokens entering a block (``patches``: [B, n, E]), the token the model summarises
+them with (``summary``: [B, E], the class token, or the mean patch without one) and, when the subnet has
+one, the most recent MSA block's attention to each patch (``cls_attn``: [B, n], ``subnet.patch_attention``)
+to a score per patch token ([B, n]); the block keeps the top-k. A scorer may hold parameters: ``width`` is the subnet's
 embedding width and ``base_width`` the base model's; the supernet holds one full-width scorer per block, and
 ``embed_dims`` declares which dimension of which parameter holds embedding channels: that is how it is cut
 for a subnet and permuted with the embedding (``supernet.structure``); every other dimension stays whole.
@@ -29,7 +30,7 @@ class TokenScorer(nn.Module, metaclass=abc.ABCMeta):
         self.width, self.base_width = width, base_width
 
     @abc.abstractmethod
-    def forward(self, x: torch.Tensor, cls_attn: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, patches: torch.Tensor, summary: torch.Tensor, cls_attn: torch.Tensor | None) -> torch.Tensor:
         raise NotImplementedError
 
 

@@ -10,9 +10,9 @@ from . import TokenScorer, register_scorer
 class ClsAttentionScorer(TokenScorer):
     name = "cls_attention"
 
-    def forward(self, x: torch.Tensor, cls_attn: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, patches: torch.Tensor, summary: torch.Tensor, cls_attn: torch.Tensor | None) -> torch.Tensor:
         if cls_attn is not None:
             return cls_attn
         # No MSA block ran before this drop (only conv blocks, or a drop before block 0): fall back to the
-        # class token's dot-product affinity with each patch, the attention an identity-projected head gives.
-        return torch.einsum("be,bne->bn", x[:, 0], x[:, 1:]) * x.shape[-1] ** -0.5
+        # summary token's dot-product affinity with each patch, the attention an identity-projected head gives.
+        return torch.einsum("be,bne->bn", summary, patches) * patches.shape[-1] ** -0.5

@@ -36,6 +36,6 @@ class TokenPredictor(TokenScorer):
         h = torch.cat([local, glob.expand_as(local)], dim=-1)
         return self.fc_out(self.act(self.fc_mid(h)))
 
-    def forward(self, x: torch.Tensor, cls_attn: torch.Tensor | None) -> torch.Tensor:
-        logits = self.logits(x[:, 1:])
+    def forward(self, patches: torch.Tensor, summary: torch.Tensor, cls_attn: torch.Tensor | None) -> torch.Tensor:
+        logits = self.logits(patches)
         return logits[..., 0] - logits[..., 1]  # log-odds of keeping: top-k of these
