@@ -124,7 +124,8 @@ def build_splits(data_cfg: dict, model: nn.Module) -> dict:
             raise ConfigError("data.name is imagefolder but data.root is not set; point it at a folder "
                               "with train/ and val/ class folders")
         return imagefolder_splits(data_cfg["root"], model.patch_embed.img_size[0],
-                                  model.patch_embed.proj.in_channels, data_cfg["mean"], data_cfg["std"])
+                                  model.patch_embed.proj.in_channels, data_cfg["mean"], data_cfg["std"],
+                                  num_classes=model.num_classes)
     raise ConfigError(f"unknown data.name {data_cfg['name']!r}; valid names are ['digits', 'imagefolder']")
 
 

@@ -51,8 +51,26 @@ def test_imagefolder_splits(tmp_path):
     x, y = splits["val"][0]
     assert x.shape == (3, 32, 32) and y in (0, 1)
     assert len(splits["train"]) == 6
-    grey = imagefolder_splits(tmp_path, img_size=32, in_chans=1)
-    assert grey["val"][0][0].shape == (1, 32, 32)
+    with pytest.raises(ConfigError, match="in colour but the model has in_chans=1; set model.kwargs.in_chans: 3"):
+        imagefolder_splits(tmp_path, img_size=32, in_chans=1)
+    with pytest.raises(ConfigError, match="has 2 class folders but the model has num_classes=10; set "
+                                          "model.kwargs.num_classes: 2"):
+        imagefolder_splits(tmp_path, img_size=32, num_classes=10)
+
+
+def test_imagefolder_labels_every_split_by_the_train_classes(tmp_path):
+    """A class folder missing from val/ would shift val's labels if each split numbered its own folders."""
+    for split, classes in (("train", ("ant", "bee", "cat")), ("val", ("ant", "cat"))):
+        for c in classes:
+            (tmp_path / split / c).mkdir(parents=True)
+            Image.fromarray(np.full((8, 8), 100, dtype=np.uint8)).save(tmp_path / split / c / "0.png")
+    with pytest.raises(ConfigError, match=r"missing \['bee'\], extra \[\]"):
+        imagefolder_splits(tmp_path, img_size=32, in_chans=1)
+    (tmp_path / "val" / "bee").mkdir()
+    Image.fromarray(np.full((8, 8), 100, dtype=np.uint8)).save(tmp_path / "val" / "bee" / "0.png")
+    splits = imagefolder_splits(tmp_path, img_size=32, in_chans=1, num_classes=3)
+    assert sorted(y for _, y in splits["val"]) == [0, 1, 2]
+    assert splits["val"][0][0].shape == (1, 32, 32)
 
 
 def test_imagefolder_missing_folders_say_what_to_do(tmp_path):
