@@ -13,7 +13,7 @@ from evaluators.runtimes import export_onnx, get_runtime
 from supernet import ConfigError, ModelSpec, SubnetConfig, build_subnet
 
 from .results import load_results, run_settings
-from .setup import ensure_supernet, prepare
+from .setup import ensure_supernet, prepare, workload_provenance
 
 
 def save_subnet(model, path: Path) -> None:
@@ -58,7 +58,7 @@ def export_command(results_dir, trial: int, to, latency: dict | None = None, log
     metrics = {k: float(row[k]) for k in ("val_top1", "measured_ms", "predicted_ms") if k in row and row[k] == row[k]}
     metrics |= {"exported_ms": round(lat.median_ms, 4), "exported_ratio_to_base": lat.ratio}
     cfg.to_yaml(to / "subnet.yaml", extra={"metrics": metrics, "provenance": {
-        "trial": trial, "results": str(Path(results_dir).resolve()), "base_checkpoint_hash": p.workload.checkpoint_hash,
+        "trial": trial, "results": str(Path(results_dir).resolve()), **workload_provenance(p),
         **p.setting.identity(), "latency": str(lat), "timed": timed}})
     log(f"wrote {to}/subnet.yaml, model.safetensors, model.onnx (trial {trial}); timed {timed}: {lat}, "
         f"{lat.ratio:.2f}× the base model")

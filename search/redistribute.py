@@ -11,7 +11,7 @@ import numpy as np
 from supernet import ConfigError, SubnetConfig
 from supernet.gates import snap, snap_keep
 
-from .retrain import retrain
+from .retrain import resolve_target, retrain
 from .setup import ensure_supernet, prepare
 
 
@@ -47,8 +47,8 @@ def redistribute(space, table, cfg: SubnetConfig, budget_ms: float, steps: int =
 
 def redistribute_command(config_file: str, budget_ms: float | None = None, config_path=None, epochs=None,
                          latency: dict | None = None, out=None, log=print) -> dict:
-    cfg = SubnetConfig.from_yaml(config_file)
-    p = prepare(config_path, log=log, **(latency or {}))
+    cfg, config_path, searched_in = resolve_target(config_file, None, config_path)
+    p = prepare(config_path, log=log, **(searched_in | {k: v for k, v in (latency or {}).items() if v is not None}))
     ensure_supernet(p, log=log)
     space, table = p.sn.space, p.table
     space.validate(cfg)

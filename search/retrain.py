@@ -19,7 +19,7 @@ from supernet.train import cosine_schedule, distill_loss
 from .export import save_subnet
 from .remeasure import fresh_metrics
 from .results import load_results, run_settings
-from .setup import Prepared, ensure_supernet, prepare
+from .setup import Prepared, check_workload, ensure_supernet, prepare
 
 # Distil from the base model as trained (its own weights; the supernet works on a copy). Measured against the
 # supernet's sandwich-trained largest subnet as teacher: benchmarks/teacher.py (README, the `retrain` entry).
@@ -115,7 +115,7 @@ def resolve_target(target: str, trial: int | None, config_path) -> tuple[SubnetC
     cfg = SubnetConfig.from_yaml(path)  # a malformed file fails here, with its name and line
     provenance = yaml.safe_load(path.read_text()).get("provenance") or {}
     latency = {k: provenance[k] for k in ("device", "runtime", "dtype", "batch_size", "threads") if k in provenance}
-    return cfg, config_path, latency
+    return cfg, check_workload(provenance, config_path, path), latency
 
 
 def retrain_command(target: str, trial: int | None = None, epochs: int | None = None, out=None, config_path=None,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -17,13 +18,16 @@ from .setup import Prepared, ensure_supernet, latency_setting, prepare
 from .workload import cache_dir, load_config
 
 
-def _check_budget(p: Prepared, budget_ms: float) -> Latency:
+def _check_budget(p: Prepared, budget_ms: float, log=print) -> Latency:
     """Refuse a budget no subnet can meet; returns the base model's latency."""
     smallest = p.table.predict(p.sn.space.smallest())
     if budget_ms < smallest:
         raise ConfigError(f"budget {budget_ms} ms is below the smallest subnet's predicted latency "
                           f"{smallest:.2f} ms ({p.setting.describe()}); use --budget-ms "
                           f"{smallest * 1.05:.2f} or more")
+    if budget_ms >= p.base_latency.median_ms:
+        log(f"note: the budget {budget_ms} ms is at or above the base model's {p.base_latency}: every subnet "
+              "fits, so the search looks for the most accurate one")
     return p.base_latency
 
 
@@ -47,10 +51,19 @@ def search_command(config_path=None, budget_ms: float = 5.0, latency: dict | Non
 
     if trials < 1 or workers < 1 or retrain_top < 0:
         raise ConfigError("--trials and --workers must be at least 1, --retrain-top at least 0")
+    if not math.isfinite(budget_ms) or budget_ms <= 0:
+        raise ConfigError(f"--budget-ms must be a positive, finite number of milliseconds, got {budget_ms}")
+    if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
+        raise ConfigError(f"--timeout must be a positive number of seconds, got {timeout}")
     build_sampler(sampler, seed)  # an unknown sampler fails before any work
     config = load_config(config_path)
     setting = latency_setting(config, **(latency or {}))
     out = Path(out) if out else Path("results") / (study_name or config["name"])
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; pass a folder")
+    if storage is None and (out / "trials.csv").exists() and not (out / "study.db").exists():
+        raise ConfigError(f"{out} holds an earlier search whose study.db is gone, so it cannot be continued; "
+                          f"pass another --out, or delete {out} to start over")
     out.mkdir(parents=True, exist_ok=True)
     storage = storage or f"sqlite:///{(out / 'study.db').resolve()}"
     name = study_name or out.resolve().name
@@ -67,7 +80,7 @@ def search_command(config_path=None, budget_ms: float = 5.0, latency: dict | Non
 
     refuse_other(settings, list(settings))
     p = prepare(config_path, log=log, **(latency or {}))
-    base = _check_budget(p, budget_ms)
+    base = _check_budget(p, budget_ms, log)
     result = ensure_supernet(p, log=log)
     settings["base"] = p.workload.checkpoint_hash
     refuse_other(settings, ["base"])
@@ -128,7 +141,7 @@ def worker_command(storage: str, study_name: str, trials: int | None = None, lat
                           "the setting it was started in (start another study for another runtime)")
     device = (latency or {}).get("device")  # another machine may name its own GPU
     p = prepare(settings["config_path"], log=log, **(study_latency | ({"device": device} if device else {})))
-    _check_budget(p, settings["budget_ms"])
+    _check_budget(p, settings["budget_ms"], log)
     ensure_supernet(p, log=log)
     study = open_study(storage, study_name, settings["sampler"], None)
     run_trials(study, _objective(p, settings["budget_ms"]), trials or 10**9, None, show=False)

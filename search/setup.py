@@ -34,10 +34,35 @@ class Prepared:
     meter: LatencyMeter          # times subnets interleaved with the base model (prepared once)
     table: LatencyTable
     base_latency: Latency        # the base model measured at the start of this command; the table is anchored on it
+    config_path: str | None = None  # the workload config file (None: the bundled one)
 
     @property
     def device(self) -> torch.device:
         return self.setting.torch_device
+
+
+def base_recipe(config: dict) -> str:
+    """What decides the base model (architecture, data, training recipe): a subnet found on one base model
+    cannot be retrained from another."""
+    return cache_key({k: config[k] for k in ("model", "data", "train")})
+
+
+def workload_provenance(p: Prepared) -> dict:
+    """Which workload a subnet file came from: ``check_workload`` refuses to retrain it on another."""
+    return {"config_path": p.config_path, "base_recipe": base_recipe(p.config),
+            "base_checkpoint_hash": p.workload.checkpoint_hash}
+
+
+def check_workload(provenance: dict, config_path, source) -> str | None:
+    """The workload config to use for a subnet file with ``provenance``: the one given, if it trains the same
+    base model, else the one the file names. Checked before any training."""
+    config_path = config_path or provenance.get("config_path")
+    if "base_recipe" in provenance and base_recipe(load_config(config_path)) != provenance["base_recipe"]:
+        raise ConfigError(f"{source} was found on the base model of "
+                          f"{provenance.get('config_path') or 'the bundled config'}, and "
+                          f"{config_path or 'the bundled config'} trains another; pass "
+                          f"--config {provenance.get('config_path') or 'configs/default.yaml'}, or leave --config out")
+    return config_path
 
 
 def latency_setting(config: dict, device="auto", runtime=None, dtype=None, batch_size=None, threads=None
@@ -68,7 +93,8 @@ def prepare(config_path=None, device="auto", runtime=None, dtype=None, batch_siz
     table.anchor(base.median_ms)  # predictions are ratios to the base model as it runs today
     if ddp.is_main():
         ddp.barrier()
-    return Prepared(config, workload, sn, setting, meter, table, base)
+    return Prepared(config, workload, sn, setting, meter, table, base,
+                    str(Path(config_path).resolve()) if config_path else None)
 
 
 def phase_dir(p: Prepared, methods: list[str]) -> Path:

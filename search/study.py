@@ -8,24 +8,37 @@ import sys
 from pathlib import Path
 
 import optuna
+import sqlalchemy.exc
 from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 from tqdm import tqdm
 
 from evaluators import evaluate_accuracy
+from supernet import ConfigError
 
 from .optimize import Objective, build_sampler
 from .results import config_of, pareto_front, plot_front, trials_frame
+from .setup import workload_provenance
 
 DONE = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 def open_study(storage: str, name: str, sampler: str, seed: int | None) -> optuna.Study:
-    if storage.startswith(("sqlite", "postgresql", "mysql")):
+    # Optuna marks heartbeats experimental and warns on every run; vitnas relies on them (tested), so the
+    # warning would tell the user nothing they can act on
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    if not storage.startswith(("sqlite:///", "postgresql://", "postgresql+", "mysql://", "mysql+")):
+        raise ConfigError(f"--storage {storage} is not a database URL vitnas can use; pass sqlite:///PATH.db "
+                          "or postgresql://USER@HOST/DB")
+    if storage.startswith("sqlite:///") and not Path(storage[len("sqlite:///"):]).parent.is_dir():
+        raise ConfigError(f"--storage {storage}: the folder {Path(storage[len('sqlite:///'):]).parent} does "
+                          "not exist; create it or pass another path")
+    try:
         # heartbeats let a restarted run fail the trials a killed process left running, and redo them
         storage = optuna.storages.RDBStorage(storage, heartbeat_interval=5, grace_period=20)
+    except (ImportError, sqlalchemy.exc.ArgumentError, sqlalchemy.exc.OperationalError) as e:
+        raise ConfigError(f"--storage {storage}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     return optuna.create_study(study_name=name, storage=storage, directions=["maximize", "minimize"],
                                sampler=build_sampler(sampler, seed), load_if_exists=True)
 
@@ -95,7 +108,7 @@ def write_results(study: optuna.Study, p, base, budget_ms: float, out: Path, log
         metrics = {k: (float(row[k]) if k in row and row[k] == row[k] else None)
                    for k in ("val_top1", "test_top1", "measured_ms", "remeasured_ms", "remeasured_ratio",
                              "predicted_ms", "flops", "params")}
-        provenance = {"trial": int(row["number"]), "base_checkpoint_hash": p.workload.checkpoint_hash,
+        provenance = {"trial": int(row["number"]), **workload_provenance(p),
                       "config": p.config["name"], **p.setting.identity(), "latency": p.setting.describe(),
                       "budget_ms": budget_ms,
                       "base_latency_ms": round(base.median_ms, 4), "vitnas": _version()}

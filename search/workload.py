@@ -33,6 +33,8 @@ from supernet import ConfigError
 from supernet.storage import write_atomic
 from supernet.train import cosine_schedule
 
+from .schema import check_config
+
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULTS: dict = {
     "name": "default",
@@ -40,11 +42,11 @@ DEFAULTS: dict = {
     "data": {"name": "digits", "root": None, "seed": 0, "digit_min": 20, "digit_max": 24, "clutter": 1,
              "jitter": 4, "variants": [8, 3, 3], "mean": None, "std": None, "batch_size": 256},
     "train": {"epochs": 12, "batch_size": 64, "lr": 1.5e-3, "weight_decay": 0.05, "warmup": 0.05,
-              "label_smoothing": 0.1, "patch_drop": 0.0, "init_values": 1e-4, "seed": 0},
+              "label_smoothing": 0.1, "patch_drop": 0.5, "init_values": 1e-4, "seed": 0},
     "space": {},
     "latency": {"runtime": "auto", "dtype": "float32", "batch_size": 1, "threads": None,
                 "warmup": LatencySetting.warmup, "repeats": LatencySetting.repeats, "block": LatencySetting.block},
-    "supernet": {"method": "all", "epochs": 3, "lr": 5e-4, "batch_size": 64, "n_random": 2, "seed": 0},
+    "supernet": {"method": "all", "epochs": 2, "lr": 5e-4, "batch_size": 64, "n_random": 2, "seed": 0},
     "retrain": {"epochs": 3, "lr": 5e-4, "batch_size": 64, "kd_weight": 0.5, "temperature": 2.0, "seed": 0},
 }
 
@@ -72,14 +74,21 @@ def load_config(path: str | Path | None = None) -> dict:
         raise ConfigError(f"config file {path} does not exist; pass --config with a YAML file "
                           f"(examples in {CONFIG_DIR})")
     try:
-        given = yaml.safe_load(path.read_text()) or {}
+        given = yaml.safe_load(path.read_text())
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not a text (YAML) file; pass --config with a YAML file") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         raise ConfigError(f"malformed YAML in {path}" + (f", line {mark.line + 1}" if mark else "") +
                           f": {getattr(e, 'problem', e)}") from None
+    if given is None:
+        raise ConfigError(f"{path} is empty; leave out --config for the bundled workload, or start from "
+                          f"{CONFIG_DIR / 'default.yaml'}")
     if not isinstance(given, dict):
         raise ConfigError(f"{path} must hold a mapping of sections {sorted(DEFAULTS)}")
-    return _merge(DEFAULTS, given, "")
+    config = _merge(DEFAULTS, given, "")
+    check_config(config, path)
+    return config
 
 
 def cache_dir() -> Path:

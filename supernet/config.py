@@ -44,14 +44,21 @@ class SubnetConfig:
         if version != CONFIG_VERSION:
             raise ConfigError(f"subnet config version {version} is not supported (this vitnas reads "
                               f"version {CONFIG_VERSION})")
-        try:
-            return cls(embed_dim=int(d["embed_dim"]), depth=int(d["depth"]),
-                       heads=[int(v) for v in d["heads"]], mlp=[int(v) for v in d["mlp"]],
-                       ops=[str(v) for v in d["ops"]], keep=[float(v) for v in d["keep"]])
-        except (TypeError, ValueError) as e:
-            raise ConfigError(f"subnet config has a value of the wrong type ({e}); embed_dim and depth "
-                              "are integers, heads/mlp lists of integers, ops a list of "
-                              f"{'/'.join(OPS)}, keep a list of fractions") from None
+        def whole(v):  # no silent coercion: 48.9 or true is not a width
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        def fraction(v):
+            return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+        for key, ok, what in (("embed_dim", whole, "a whole number"), ("depth", whole, "a whole number")):
+            if not ok(d[key]):
+                raise ConfigError(f"subnet config {key} must be {what}, got {d[key]!r}")
+        for key, ok, what in (("heads", whole, "whole numbers"), ("mlp", whole, "whole numbers"),
+                              ("ops", lambda v: v in OPS, f"one of {list(OPS)}"), ("keep", fraction, "fractions")):
+            if not isinstance(d[key], list) or not all(ok(v) for v in d[key]):
+                raise ConfigError(f"subnet config {key} must be a list of {what}, got {d[key]!r}")
+        return cls(embed_dim=d["embed_dim"], depth=d["depth"], heads=list(d["heads"]), mlp=list(d["mlp"]),
+                   ops=list(d["ops"]), keep=[float(v) for v in d["keep"]])
 
     def to_yaml(self, path: str | Path | None = None, extra: dict | None = None) -> str:
         """YAML text (lists in flow style, one line per axis); written to ``path`` when given.
@@ -73,7 +80,10 @@ class SubnetConfig:
         """Read a config file (extra keys such as ``metrics`` or ``provenance`` are ignored)."""
         path = Path(path_or_text)
         is_file = "\n" not in str(path_or_text) and path.exists()
-        text = path.read_text() if is_file else str(path_or_text)
+        try:
+            text = path.read_text() if is_file else str(path_or_text)
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path} is not a text (YAML) subnet config") from None
         try:
             d = yaml.safe_load(text)
         except yaml.YAMLError as e:

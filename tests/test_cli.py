@@ -78,7 +78,68 @@ def test_bad_inputs_get_one_clear_line(cache, tmp_path):
                                                                cache=cache))
     bad.write_text("data:\n  name: imagefolder\n  root: /no/such/folder\nmodel:\n  name: vitnas_micro\n")
     assert "does not exist" in error_line(run_cli("run", "--budget-ms", "5", "--config", str(bad), cache=cache))
-    assert "must be positive" in error_line(run_cli("run", "--budget-ms", "-1", cache=cache))
+
+
+# issue 14's table: (what, command-line arguments after `run --budget-ms 5`, config text or None, what the
+# error line must say). Each is refused before any work starts.
+BAD_INPUTS = [
+    ("budget infinite", ["--budget-ms", "inf"], None, "--budget-ms must be a positive, finite number"),
+    ("budget not a number", ["--budget-ms", "nan"], None, "--budget-ms must be a positive, finite number"),
+    ("budget negative", ["--budget-ms", "-1"], None, "--budget-ms must be a positive, finite number"),
+    ("timeout negative", ["--timeout", "-1"], None, "--timeout must be a positive number of seconds"),
+    ("out is a file", ["--out", "{tmp}/a-file"], None, "is a file; pass a folder"),
+    ("results without their study", ["--out", "{tmp}/old"], None, "whose study.db is gone"),
+    ("storage in a missing folder", ["--storage", "sqlite:////missing/dir/x.db"], None, "does not exist"),
+    ("storage not a database", ["--storage", "foo://bar"], None, "is not a database URL vitnas can use"),
+    ("threads above the cores", ["--threads", "999"], None, "--threads must be between 1 and the"),
+    ("negative threads", ["--threads", "-1"], None, "--threads must be between 1 and the"),
+    ("batch size 0", ["--batch-size", "0"], None, "batch size must be a whole number >= 1"),
+    ("epochs a word", [], "train: {epochs: three}", "train.epochs must be a whole number >= 1, got 'three'"),
+    ("epochs zero", [], "train: {epochs: 0}", "train.epochs must be a whole number >= 1, got 0"),
+    ("sandwich epochs a string", [], "supernet: {epochs: '2'}", "supernet.epochs must be a whole number"),
+    ("learning rate negative", [], "retrain: {lr: -1}", "retrain.lr must be a number in (0, inf)"),
+    ("space a number", [], "space: 5", "space must be a mapping of axes"),
+    ("space a list", [], "space: [1, 2]", "space must be a mapping of axes"),
+    ("keep max", [], "space: {keep: {max: 1}}", "space.keep has no bound 'max'"),
+    ("embed max", [], "space: {embed_dim: {min: 64, max: 32}}", "space.embed_dim has no bound 'max' (the maximum"),
+    ("unknown bound", [], "space: {mlp: {stride: 8}}", "space.mlp has no bound 'stride'"),
+    ("conv only", [], "space: {ops: [conv]}", "space.ops must list the block types to search"),
+    ("unknown axis", [], "space: {width: {min: 8}}", "unknown search-space axis 'width'"),
+    ("empty config", [], "", "is empty; leave out --config for the bundled workload"),
+    ("not YAML text", [], b"\xcd\xff garbage", "is not a text (YAML) file"),
+]
+
+
+@pytest.mark.parametrize("what, args, config, says", BAD_INPUTS, ids=[row[0] for row in BAD_INPUTS])
+def test_every_bad_input_gets_one_clear_line_before_any_work(what, args, config, says, tmp_path):
+    path = "configs/tiny.yaml"
+    if config is not None:
+        path = tmp_path / "config.yaml"
+        text = config if isinstance(config, bytes) else (f"model: {{name: vitnas_micro}}\n{config}" if config else "")
+        path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    (tmp_path / "a-file").write_text("not a folder")
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "trials.csv").write_text("number\n0\n")
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    result = run_cli("run", "--budget-ms", "5", "--config", str(path), *args, cache=tmp_path / "cache")
+    line = error_line(result)
+    assert says in line, line
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.safetensors"))  # no training
+
+
+def test_a_subnet_is_not_retrained_on_another_base_model(tmp_path):
+    """best.yaml names the workload it was found on; retraining it on a config that trains another base model
+    is refused before any training."""
+    from search.setup import base_recipe
+    from search.workload import load_config
+
+    tiny = str(ROOT / "configs" / "tiny.yaml")
+    best = tmp_path / "best.yaml"
+    best.write_text("version: 1\nembed_dim: 48\ndepth: 1\nheads: [3]\nmlp: [64]\nops: [msa]\nkeep: [1.0]\n" +
+                    yaml.safe_dump({"provenance": {"config_path": tiny, "base_recipe": base_recipe(load_config(tiny))}}))
+    line = error_line(run_cli("retrain", str(best), "--config", "configs/default.yaml", cache=tmp_path / "cache"))
+    assert f"was found on the base model of {tiny}" in line and f"pass --config {tiny}" in line
+    assert not (tmp_path / "cache").exists()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from supernet import ConfigError, SubnetConfig
@@ -32,7 +34,22 @@ def test_malformed_yaml_names_file_and_line(tmp_path):
         SubnetConfig.from_yaml(path)
 
 
-def test_wrong_type_is_one_clear_error():
-    with pytest.raises(ConfigError, match="wrong type"):
-        SubnetConfig.from_dict({"embed_dim": "wide", "depth": 1, "heads": [1], "mlp": [32], "ops": ["msa"],
-                                "keep": [1.0]})
+@pytest.mark.parametrize("key, value, says", [
+    ("embed_dim", "wide", "embed_dim must be a whole number, got 'wide'"),
+    ("embed_dim", 48.9, "embed_dim must be a whole number, got 48.9"),   # never silently 48
+    ("heads", [2.5], "heads must be a list of whole numbers"),
+    ("heads", [True], "heads must be a list of whole numbers"),           # never silently 1
+    ("ops", ["attention"], "ops must be a list of one of ['msa', 'conv']"),
+    ("keep", "all", "keep must be a list of fractions"),
+])
+def test_wrong_type_is_one_clear_error_never_a_coercion(key, value, says):
+    d = {"embed_dim": 48, "depth": 1, "heads": [1], "mlp": [32], "ops": ["msa"], "keep": [1.0], key: value}
+    with pytest.raises(ConfigError, match=re.escape(says)):
+        SubnetConfig.from_dict(d)
+
+
+def test_a_binary_file_is_named(tmp_path):
+    path = tmp_path / "best.yaml"
+    path.write_bytes(b"\xcd\xff\xfe garbage")
+    with pytest.raises(ConfigError, match="best.yaml is not a text"):
+        SubnetConfig.from_yaml(path)

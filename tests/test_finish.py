@@ -95,10 +95,12 @@ def test_a_winner_over_budget_in_a_fresh_process_is_never_shipped_quietly(cache,
     monkeypatch.setenv("VITNAS_CACHE", str(cache))
     out = tmp_path / "res"
     shutil.copytree(searched, out)
-    (out / "pareto.csv").write_text((searched / "pareto.csv").read_text())
-    front = pd.read_csv(out / "pareto.csv")
-    order = front[front["remeasured_ms"] <= 50].sort_values("val_top1", ascending=False)["number"].tolist()
-    assert len(order) >= 2, front
+    # two candidates, the most accurate measured trials (the search's own front may hold only one)
+    trials = pd.read_csv(searched / "trials.csv").dropna(subset=["measured_ms"])
+    front = trials.sort_values("val_top1", ascending=False).head(2).assign(remeasured_ms=lambda d: d["measured_ms"])
+    front.to_csv(out / "pareto.csv", index=False)
+    order = front["number"].tolist()
+    assert len(order) == 2, trials
     p = prepare(ROOT / "configs" / "tiny.yaml", "cpu", threads=1, log=lambda *_: None)
     ensure_supernet(p, log=lambda *_: None)
     p.config["retrain"]["epochs"] = 1
