@@ -8,7 +8,6 @@ randomly placed stages at a random keep ratio ρ, targets ρ, ρ², ρ³ as in t
 from __future__ import annotations
 
 import numpy as np
-import torch
 import torch.nn.functional as F
 
 from . import GateMethod, make_config, register_method, snap_keep, task_loss, unique

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 from ..subnet import add_position, conv_kernel, conv_mix, mlp_hidden, readout
 
