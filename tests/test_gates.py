@@ -4,7 +4,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from conftest import micro_vit
-from test_supernet import FAMILIES, family_vit
+from test_supernet import CORE_FAMILIES, FAMILIES, family_vit
 from supernet import ConfigError, Supernet, SubnetConfig
 from supernet.gates import METHODS, STAGES, UnitCosts, build_method, learn
 from supernet.gates.forward import Masks, gated_forward, softmax_with_policy
@@ -66,7 +66,7 @@ def test_gated_forward_reads_every_timm_family_as_the_supernet(family):
         assert torch.allclose(gated_forward(sn, x, Masks(msa=torch.zeros(4))).logits, sn(x, conv), atol=1e-5)
 
 
-@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize("family", CORE_FAMILIES)
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_every_method_runs_on_every_timm_family(name, family):
     sn = Supernet.from_timm(family_vit(family)).eval()

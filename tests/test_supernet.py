@@ -177,6 +177,12 @@ FAMILIES = {
 }
 
 
+# one instance of each newly supported idea (registers + packed SwiGLU, no class token, distillation, split SwiGLU):
+# the costlier tests run on these
+CORE_FAMILIES = ["DINOv2-reg (registers, packed SwiGLU)", "average pooling, no class token (*_gap)",
+                 "distilled (DeiT)", "SwiGLU with split projections (EVA-style)"]
+
+
 def family_vit(family: str) -> torch.nn.Module:
     name, kwargs = FAMILIES[family]
     torch.manual_seed(0)
