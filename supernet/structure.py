@@ -124,14 +124,15 @@ def shared_tensors(sn) -> dict[str, Shared]:
     return out
 
 
-def subnet_layout(sn, cfg: SubnetConfig) -> dict[str, Cut]:
-    """Each weight of ``cfg``'s ``SubnetViT`` (by its state-dict name) and the shared tensor it is cut from.
+def subnet_layout(sn, cfg: SubnetConfig, template) -> dict[str, Cut]:
+    """Each weight of ``cfg``'s ``SubnetViT`` (``template``, by its state-dict names) and the shared tensor it is
+    cut from (``Supernet.template`` keeps it with the template).
     The subnet names its weights as the base model does, but for the mixer (``attn`` in timm), the
     classifier (that of its depth) and its token scorer (that of its block)."""
     s: ModelSpec = sn.spec
     classifier = "vit" if cfg.depth == s.depth else f"exits.{cfg.depth}"
     layout: dict[str, Cut] = {}
-    for key in sn.template(cfg).state_dict():
+    for key in template.state_dict():
         top, *rest = key.split(".")
         if top in ("norm", "fc_norm", "head", "head_dist"):
             layout[key] = Cut(f"{classifier}.{key}")
@@ -183,7 +184,7 @@ def subnet_weights(sn, cfg: SubnetConfig) -> dict[str, torch.Tensor]:
     """The subnet's weights, named as in ``SubnetViT``, cut from the shared tensors (views where possible)."""
     shared, sizes = sn.shared, axis_sizes(cfg)
     weights = {}
-    for key, c in subnet_layout(sn, cfg).items():
+    for key, c in sn.template(cfg).layout.items():
         w = cut(tensor(sn, c.name), shared[c.name], sizes, c.pick)
         weights[key] = c.make(w) if c.make else w
     return weights

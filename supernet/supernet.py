@@ -17,7 +17,7 @@ from torch.func import functional_call
 from .config import ConfigError, SubnetConfig
 from .space import SearchSpace
 from .scorers import SCORERS, build_scorer, has_weights
-from .structure import shared_tensors, subnet_weights
+from .structure import shared_tensors, subnet_layout, subnet_weights
 from .subnet import ModelSpec, SubnetViT, build_subnet
 
 
@@ -151,7 +151,10 @@ class Supernet(nn.Module):
     def template(self, cfg: SubnetConfig) -> SubnetViT:
         """The weightless (meta) module of ``cfg``; the most recent 256 are kept (a search visits thousands)."""
         key = cfg.key()
-        template = self._templates.pop(key, None) or build_subnet(self.spec, self.space.validate(cfg), device="meta")
+        template = self._templates.pop(key, None)
+        if template is None:
+            template = build_subnet(self.spec, self.space.validate(cfg), device="meta")
+            template.layout = subnet_layout(self, cfg, template)  # read at every forward: made once per config
         self._templates[key] = template  # most recently used last
         if len(self._templates) > 256:
             del self._templates[next(iter(self._templates))]

@@ -23,10 +23,11 @@ def _cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("VITNAS_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
-def micro_vit(seed: int = 0, **kwargs) -> torch.nn.Module:
-    """vitnas_micro with random (non-trivial) weights: norms and biases perturbed so slicing bugs show."""
+def micro_vit(seed: int = 0, name: str = "vitnas_micro", **kwargs) -> torch.nn.Module:
+    """timm model ``name`` with random (non-trivial) weights: norms, biases and tokens perturbed so slicing
+    bugs show."""
     torch.manual_seed(seed)
-    vit = timm.create_model("vitnas_micro", **kwargs).eval()
+    vit = timm.create_model(name, **kwargs).eval()
     with torch.no_grad():
         for name, p in vit.named_parameters():
             if p.dim() == 1 or "token" in name or "pos_embed" in name:

@@ -185,13 +185,7 @@ CORE_FAMILIES = ["DINOv2-reg (registers, packed SwiGLU)", "average pooling, no c
 
 def family_vit(family: str) -> torch.nn.Module:
     name, kwargs = FAMILIES[family]
-    torch.manual_seed(0)
-    vit = timm.create_model(name, **kwargs).eval()
-    with torch.no_grad():  # non-trivial norms, biases and tokens, so slicing bugs show
-        for n, p in vit.named_parameters():
-            if p.dim() == 1 or "token" in n or "pos_embed" in n:
-                p.add_(0.1 * torch.randn_like(p))
-    return vit
+    return micro_vit(name=name, **kwargs)
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
