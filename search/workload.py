@@ -28,7 +28,8 @@ from tqdm import tqdm
 
 import supernet  # noqa: F401  (registers the bundled vitnas_* models in timm)
 from evaluators import LatencySetting, evaluate_accuracy
-from evaluators.data import DigitsSpec, digits_splits, imagefolder_splits, make_loader
+from evaluators.data import imagefolder_splits, make_loader
+from evaluators.digits import DigitsSpec, digits_splits
 from supernet import ConfigError
 from supernet.storage import write_atomic
 from supernet.train import cosine_schedule

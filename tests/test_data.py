@@ -4,7 +4,8 @@ import torch
 from PIL import Image
 
 from supernet.config import ConfigError
-from evaluators.data import DigitsSpec, _split_sources, digits_splits, imagefolder_splits
+from evaluators.data import imagefolder_splits
+from evaluators.digits import DigitsSpec, _split_sources, digits_splits
 
 SMALL = DigitsSpec(variants=(1, 1, 1))
 
