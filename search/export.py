@@ -37,16 +37,21 @@ def load_subnet(path: str | Path):
 
 
 def export_command(results_dir, trial: int, to, latency: dict | None = None, log=print) -> Path:
-    """Write trial ``trial``'s subnet.yaml, model.safetensors and model.onnx into ``to``, and time the artefact
-    its runtime runs (the ONNX file itself for onnxruntime/openvino) in the search's measurement setting,
-    or the one ``latency`` asks for."""
+    """Write trial ``trial``'s subnet.yaml, model.safetensors and model.onnx into ``to`` (its retrained weights
+    where the search retrained it, else the shared ones), and time the artefact its runtime runs (the ONNX file
+    itself for onnxruntime/openvino) in the search's measurement setting, or the one ``latency`` asks for."""
     results = load_results(results_dir)
     cfg = results.config(trial)
     settings = run_settings(results_dir)
     given = {k: v for k, v in (latency or {}).items() if v is not None}
     p = prepare(settings.get("config_path"), log=log, **(settings.get("latency", {}) | given))
-    ensure_supernet(p, log=log)
-    model = p.sn.extract(cfg).eval()
+    retrained = Path(results_dir) / f"retrain-trial{trial}"  # where `run` retrained it: ship those weights
+    if (retrained / "model.safetensors").is_file():
+        model, weights = load_subnet(retrained / "model.safetensors"), "retrained"
+        after = json.loads((retrained / "metrics.json").read_text())
+    else:
+        ensure_supernet(p, log=log)
+        model, weights, after = p.sn.extract(cfg).eval(), "shared (not retrained: `retrain` trains it)", {}
     to = Path(to)
     to.mkdir(parents=True, exist_ok=True)
     save_subnet(model, to / "model.safetensors")
@@ -57,9 +62,10 @@ def export_command(results_dir, trial: int, to, latency: dict | None = None, log
     row = results.trials[results.trials["number"] == trial].iloc[0]
     metrics = {k: float(row[k]) for k in ("val_top1", "measured_ms", "predicted_ms") if k in row and row[k] == row[k]}
     metrics |= {"exported_ms": round(lat.median_ms, 4), "exported_ratio_to_base": lat.ratio}
+    metrics |= {f"retrained_{k}": after[k] for k in ("val_top1", "test_top1") if k in after}
     cfg.to_yaml(to / "subnet.yaml", extra={"metrics": metrics, "provenance": {
         "trial": trial, "results": str(Path(results_dir).resolve()), **workload_provenance(p),
-        **p.setting.identity(), "latency": str(lat), "timed": timed}})
-    log(f"wrote {to}/subnet.yaml, model.safetensors, model.onnx (trial {trial}); timed {timed}: {lat}, "
-        f"{lat.ratio:.2f}× the base model")
+        **p.setting.identity(), "latency": str(lat), "timed": timed, "weights": weights}})
+    log(f"wrote {to}/subnet.yaml, model.safetensors, model.onnx (trial {trial}, {weights} weights); "
+        f"timed {timed}: {lat}, {lat.ratio:.2f}× the base model")
     return to

@@ -10,6 +10,8 @@ so the study describes itself in any Optuna tool.
 """
 from __future__ import annotations
 
+import os
+import socket
 from typing import Callable
 
 import optuna
@@ -79,6 +81,10 @@ def config_params(cfg: SubnetConfig, space) -> dict:
     return params
 
 
+def process_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 class Objective:
     """Numbers for one trial; the study decides what to try next. Every measured trial also teaches the
     latency table (refit online), so the skip decision improves as the study runs."""
@@ -89,6 +95,7 @@ class Objective:
         self.seen: dict[tuple, dict] = {}  # repaired configs repeat: measure each once per process
 
     def __call__(self, trial: Trial) -> tuple[float, float]:
+        trial.set_user_attr("process", process_id())  # a rerun fails this trial if the process died with it
         cfg = suggest_config(trial, self.sn.space)
         self.sn.space.validate(cfg)
         predicted = self.table.predict(cfg)

@@ -47,7 +47,7 @@ def search_command(config_path=None, budget_ms: float = 5.0, latency: dict | Non
     ``latency``: the command line's measurement values (device, runtime, dtype, batch_size, threads)."""
     from .results import load_results
     from .ship import ship
-    from .study import open_study, run_trials, start_workers, summary_markdown, write_results
+    from .study import hold_folder, open_study, run_trials, start_workers, summary_markdown, write_results
 
     if trials < 1 or workers < 1 or retrain_top < 0:
         raise ConfigError("--trials and --workers must be at least 1, --retrain-top at least 0")
@@ -65,52 +65,53 @@ def search_command(config_path=None, budget_ms: float = 5.0, latency: dict | Non
         raise ConfigError(f"{out} holds an earlier search whose study.db is gone, so it cannot be continued; "
                           f"pass another --out, or delete {out} to start over")
     out.mkdir(parents=True, exist_ok=True)
-    storage = storage or f"sqlite:///{(out / 'study.db').resolve()}"
-    name = study_name or out.resolve().name
-    study = open_study(storage, name, sampler, seed)
-    settings = {"config_path": str(Path(config_path).resolve()) if config_path else None, "budget_ms": budget_ms,
-                "latency": setting.identity(), "sampler": sampler, "seed": seed}
+    with hold_folder(out):  # one run per results folder
+        storage = storage or f"sqlite:///{(out / 'study.db').resolve()}"
+        name = study_name or out.resolve().name
+        study = open_study(storage, name, sampler, seed)
+        settings = {"config_path": str(Path(config_path).resolve()) if config_path else None, "budget_ms": budget_ms,
+                    "latency": setting.identity(), "sampler": sampler, "seed": seed}
 
-    def refuse_other(settings: dict, keys) -> None:  # before any work, and again once the base model is known
-        old = study.user_attrs.get("settings")
-        if old and any(old.get(k) != settings.get(k) for k in keys):
-            raise ConfigError(f"study {name!r} in {storage} was run with other settings "
-                              f"({_difference({k: old.get(k) for k in keys}, {k: settings.get(k) for k in keys})}); "
-                              "pass another --out or --study")
+        def refuse_other(settings: dict, keys) -> None:  # before any work, and again once the base model is known
+            old = study.user_attrs.get("settings")
+            if old and any(old.get(k) != settings.get(k) for k in keys):
+                raise ConfigError(f"study {name!r} in {storage} was run with other settings "
+                                  f"({_difference({k: old.get(k) for k in keys}, {k: settings.get(k) for k in keys})}); "
+                                  "pass another --out or --study")
 
-    refuse_other(settings, list(settings))
-    p = prepare(config_path, log=log, **(latency or {}))
-    base = _check_budget(p, budget_ms, log)
-    result = ensure_supernet(p, log=log)
-    settings["base"] = p.workload.checkpoint_hash
-    refuse_other(settings, ["base"])
-    study.set_user_attr("settings", settings)
-    (out / "run.json").write_text(json.dumps({"settings": settings, "storage": storage, "study": name}, indent=1))
-    if not study.trials:  # the gradient phase's proposals go first
-        for cfg in proposals(result):
-            study.enqueue_trial(config_params(cfg, p.sn.space), skip_if_exists=True)
-    log(f"search: {trials} trials, {sampler}, budget {budget_ms} ms ({p.setting.describe()}), "
-        f"study {name!r} in {storage}")
-    objective = _objective(p, budget_ms)
-    procs = start_workers(workers - 1, storage, name, trials, log) if workers > 1 else []
-    try:
-        run_trials(study, objective, trials, timeout, show=True)
-    finally:
-        for proc in procs:
-            _, err = proc.communicate()
-            if proc.returncode:
-                log(f"a worker exited with {proc.returncode}: {err.strip().splitlines()[-1] if err.strip() else ''}")
-        p.table.save(table_path(p.sn, p.setting, cache_dir() / "lut"))  # what this study measured, for the next
-    summary = write_results(study, p, base, budget_ms, out, log)
-    if retrain_top:
-        summary["shipped"] = ship(p, out, budget_ms, retrain_top, log)
-    else:
-        log("not retrained (--retrain-top 0): best.yaml is the winner on shared weights")
-    (out / "summary.md").write_text(summary_markdown(summary, load_results(out).pareto, p, base))
-    log(f"wrote {out}/: trials.csv, pareto.csv, best.yaml, pareto.png, summary.md" +
-        (", study.db" if storage.endswith("study.db") else "") + (", best/" if summary.get("shipped") else ""))
-    log((out / "summary.md").read_text())
-    return summary
+        refuse_other(settings, list(settings))
+        p = prepare(config_path, log=log, **(latency or {}))
+        base = _check_budget(p, budget_ms, log)
+        result = ensure_supernet(p, log=log)
+        settings["base"] = p.workload.checkpoint_hash
+        refuse_other(settings, ["base"])
+        study.set_user_attr("settings", settings)
+        (out / "run.json").write_text(json.dumps({"settings": settings, "storage": storage, "study": name}, indent=1))
+        if not study.trials:  # the gradient phase's proposals go first
+            for cfg in proposals(result)[:trials]:  # no more than the trials asked for: none left waiting
+                study.enqueue_trial(config_params(cfg, p.sn.space), skip_if_exists=True)
+        log(f"search: {trials} trials, {sampler}, budget {budget_ms} ms ({p.setting.describe()}), "
+            f"study {name!r} in {storage}")
+        objective = _objective(p, budget_ms)
+        procs = start_workers(workers - 1, storage, name, trials, log) if workers > 1 else []
+        try:
+            run_trials(study, objective, trials, timeout, show=True)
+        finally:
+            for proc in procs:
+                _, err = proc.communicate()
+                if proc.returncode:
+                    log(f"a worker exited with {proc.returncode}: {err.strip().splitlines()[-1] if err.strip() else ''}")
+            p.table.save(table_path(p.sn, p.setting, cache_dir() / "lut"))  # what this study measured, for the next
+        summary = write_results(study, p, base, budget_ms, out, log)
+        if retrain_top:
+            summary["shipped"] = ship(p, out, budget_ms, retrain_top, log)
+        else:
+            log("not retrained (--retrain-top 0): best.yaml is the winner on shared weights")
+        (out / "summary.md").write_text(summary_markdown(summary, load_results(out).pareto, p, base))
+        log(f"wrote {out}/: trials.csv, pareto.csv, best.yaml, pareto.png, summary.md" +
+            (", study.db" if storage.endswith("study.db") else "") + (", best/" if summary.get("shipped") else ""))
+        log((out / "summary.md").read_text())
+        return summary
 
 
 def _difference(old: dict, new: dict) -> str:

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 from safetensors import safe_open
 
 from conftest import ROOT, micro_vit, synthetic_table
@@ -145,20 +146,30 @@ def test_retrain_command_reports_before_and_after_and_saves_a_loadable_model(cac
     assert "neither a subnet YAML" in error_line(run_cli("retrain", str(tmp_path / "nope.yaml"), cache=cache))
 
 
-def test_export_runs_in_onnxruntime_without_vitnas(cache, searched, tmp_path, monkeypatch):
+def test_export_runs_in_onnxruntime_without_vitnas_with_the_weights_the_trial_has(cache, searched, tmp_path,
+                                                                                  monkeypatch):
     r = load_results(searched)
-    trial = int(r.pareto["number"].iloc[-1])
-    result = run_cli("export", str(searched), "--trial", str(trial), "--to", str(tmp_path), cache=cache)
-    assert result.returncode == 0, result.stderr
+    retrained = int(json.loads((searched / "best" / "metrics.json").read_text())["trial"])
+    done = r.trials[(r.trials["state"] == "COMPLETE") & (r.trials["number"] != retrained)]
+    shared = int(done["number"].iloc[0])  # a trial the run did not retrain
     x = torch.randn(1, 1, 32, 32, generator=torch.Generator().manual_seed(0))
-    y = onnxruntime_without_vitnas(tmp_path / "model.onnx", x, tmp_path)
     monkeypatch.setenv("VITNAS_CACHE", str(cache))
+    from search.export import load_subnet
     from search.setup import ensure_supernet, prepare
     p = prepare(ROOT / "configs" / "tiny.yaml", "cpu", threads=1, log=lambda *_: None)  # the search's setting
     ensure_supernet(p, log=lambda *_: None)
-    with torch.no_grad():
-        expected = p.sn(x, r.config(trial)).numpy()
-    assert np.allclose(y, expected, atol=1e-4)
+    for trial, weights in ((retrained, "retrained"), (shared, "shared")):
+        to = tmp_path / str(trial)
+        result = run_cli("export", str(searched), "--trial", str(trial), "--to", str(to), cache=cache)
+        assert result.returncode == 0, result.stderr
+        y = onnxruntime_without_vitnas(to / "model.onnx", x, to)
+        with torch.no_grad():
+            expected = (load_subnet(searched / "best" / "model.safetensors")(x) if weights == "retrained" else
+                        p.sn(x, r.config(trial))).numpy()
+        assert np.allclose(y, expected, atol=1e-4), weights
+        exported = yaml.safe_load((to / "subnet.yaml").read_text())
+        assert exported["provenance"]["weights"].startswith(weights)
+        assert ("retrained_test_top1" in exported["metrics"]) == (weights == "retrained")
 
 
 def test_redistribution_smooths_and_meets_the_predicted_budget():

@@ -1,14 +1,15 @@
 """The outer loop: suggestion covers every axis, repair keeps configs valid, the study writes its files."""
-import json
+from types import SimpleNamespace
 
 import numpy as np
 import optuna
 import pandas as pd
-import pytest
 
 from conftest import micro_vit
+from evaluators import LatencySetting
 from search.optimize import config_params, repair, suggest_config
-from search.results import config_of, pareto_front, trials_frame
+from search.results import pareto_front
+from search.study import summary_markdown
 from supernet import Supernet, SubnetConfig
 
 
@@ -48,3 +49,13 @@ def test_pareto_front_keeps_feasible_non_dominated_trials():
                        "feasible": [True, True, True, False, False]})
     front = pareto_front(df)
     assert front["number"].tolist() == [0, 2]  # 1 is dominated, 3 infeasible, 4 skipped
+
+
+def test_the_summary_lists_only_front_configs_that_met_the_budget_when_re_measured():
+    front = pd.DataFrame({"number": [4, 7, 9], "val_top1": [0.8, 0.85, 0.9], "measured_ms": [3.0, 4.0, 4.9],
+                          "remeasured_ms": [3.1, 5.3, 4.8]})
+    p = SimpleNamespace(config={"name": "x"}, setting=LatencySetting(), workload=SimpleNamespace(metrics={}))
+    summary = {"budget_ms": 5.0, "trials": 12, "completed": 10, "skipped": 2, "pareto": 3}
+    text = summary_markdown(summary, front, p, "10 ms")
+    rows = [line.split("|")[1].strip() for line in text.splitlines() if line.startswith("| ") and "number" not in line]
+    assert rows == ["4", "9"] and "1 more config(s) of the study's front re-measured over the budget" in text

@@ -1,7 +1,6 @@
 """`python -m search run` end to end on the tiny workload: files, results API, show, export, workers on a
 shared SQLite and PostgreSQL storage, and resuming after SIGKILL."""
 import glob
-import json
 import os
 import shutil
 import signal
@@ -35,7 +34,8 @@ def test_run_writes_every_output_and_they_read_back(cache, tmp_path):
     for name in ("study.db", "trials.csv", "pareto.csv", "best.yaml", "pareto.png", "summary.md", "run.json"):
         assert (out / name).is_file(), name
     r = load_results(out)
-    assert len(r.trials) >= 12 and {"heads_3", "keep_3", "mlp_0", "val_top1", "measured_ms"} <= set(r.trials)
+    assert len(r.trials) == 12 and {"heads_3", "keep_3", "mlp_0", "val_top1", "measured_ms"} <= set(r.trials)
+    assert "Trials: 12 (" in (out / "summary.md").read_text()  # the count asked for, none left waiting
     assert len(r.pareto) >= 1 and {"test_top1", "remeasured_ms", "ratio_to_base"} <= set(r.pareto)
     assert r.pareto["measured_ms"].is_monotonic_increasing and r.pareto["val_top1"].is_monotonic_increasing
     best = yaml.safe_load((out / "best.yaml").read_text())
@@ -139,4 +139,22 @@ def test_a_run_killed_mid_study_resumes_and_keeps_its_trials(cache, tmp_path):
     after = {t.number: t.values for t in _finished(storage, "killed")}
     assert all(after[n] == v for n, v in kept.items())  # every trial completed before the kill is kept
     assert len(after) >= 30
-    assert len(load_results(out).trials) >= 30
+    states = load_results(out).trials["state"]
+    assert len(states) >= 30 and "RUNNING" not in set(states)  # the trial the kill interrupted is failed, and redone
+
+
+def test_a_results_folder_in_use_is_refused(cache, tmp_path):
+    out = tmp_path / "busy"
+    out.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
+                               "from search.study import hold_folder; h = hold_folder(Path(sys.argv[1])); "
+                               "print('held', flush=True); time.sleep(60)", str(out)],
+                              cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        line = error_line(run_cli(*RUN, "--budget-ms", "50", "--trials", "4", "--out", str(out), cache=cache))
+        assert f"{out} is in use by another search run" in line and f":{holder.pid})" in line
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not (out / "study.db").exists()  # refused before it touched the folder
