@@ -154,6 +154,17 @@ def test_a_subnet_is_not_retrained_on_another_base_model(tmp_path):
     assert not (tmp_path / "cache").exists()
 
 
+def test_a_subnet_file_that_is_not_text_is_named(tmp_path, capsys, monkeypatch):
+    from search.cli import main
+
+    best = tmp_path / "best.yaml"
+    best.write_bytes(b"\xcd\xff\x00 garbage")
+    monkeypatch.setenv("VITNAS_CACHE", str(tmp_path / "cache"))
+    assert main(["retrain", str(best), "--config", "configs/tiny.yaml"]) == 2
+    errors = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")]
+    assert errors == [f"error: {best} is not a text (YAML) subnet config"]
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
 def test_cuda_without_gpu(cache):
     line = error_line(run_cli("run", "--budget-ms", "5", "--device", "cuda", "--config", "configs/tiny.yaml",
