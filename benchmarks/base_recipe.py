@@ -23,7 +23,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from evaluators.lut import hardware_name  # noqa: E402
-from search.workload import load_config, load_workload  # noqa: E402
+from search.config import load_config  # noqa: E402
+from search.workload import load_workload  # noqa: E402
 
 
 def main() -> None:

@@ -21,7 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from evaluators import evaluate_accuracy  # noqa: E402
 from evaluators.data import make_loader  # noqa: E402
-from search.workload import base_model_config, build_splits, create_model, load_config  # noqa: E402
+from search.config import load_config  # noqa: E402
+from search.workload import base_model_config, build_splits, create_model  # noqa: E402
 from supernet.train import cosine_schedule  # noqa: E402
 
 VARIANTS = {"A": ("the recipe", {}), "B": ("lr 5e-4", {"lr": 5e-4}), "C": ("warm-up 0.01", {"warmup": 0.01}),

@@ -18,7 +18,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from evaluators import LatencySetting, measure_latency, measure_latency_interleaved, resolve_device  # noqa: E402
-from search.workload import load_config, load_workload  # noqa: E402
+from search.config import load_config  # noqa: E402
+from search.workload import load_workload  # noqa: E402
 from supernet import Supernet  # noqa: E402
 
 

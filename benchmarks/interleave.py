@@ -28,7 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from evaluators.latency import LatencySetting, example_input  # noqa: E402
 from evaluators.runtimes.timing import time_blocks  # noqa: E402
 from evaluators.runtimes import get_runtime  # noqa: E402
-from search.workload import base_model_config, create_model, load_config  # noqa: E402
+from search.config import load_config  # noqa: E402
+from search.workload import base_model_config, create_model  # noqa: E402
 from supernet import Supernet, SubnetConfig  # noqa: E402
 
 

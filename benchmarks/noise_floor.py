@@ -19,7 +19,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from evaluators import LatencyMeter, LatencySetting  # noqa: E402
-from search.workload import base_model_config, create_model, load_config  # noqa: E402
+from search.config import load_config  # noqa: E402
+from search.workload import base_model_config, create_model  # noqa: E402
 from supernet import Supernet  # noqa: E402
 
 

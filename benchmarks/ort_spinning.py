@@ -27,7 +27,8 @@ from interleave import subnets  # noqa: E402
 
 from evaluators.runtimes import export_onnx  # noqa: E402
 from evaluators.runtimes.timing import time_blocks  # noqa: E402
-from search.workload import base_model_config, create_model, load_config  # noqa: E402
+from search.config import load_config  # noqa: E402
+from search.workload import base_model_config, create_model  # noqa: E402
 from supernet import Supernet  # noqa: E402
 
 OPTIONS = {"default": {}, "no spinning": {"session.intra_op.allow_spinning": "0"},

@@ -23,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from evaluators import LatencyMeter, LatencySetting, LatencyTable  # noqa: E402
 from evaluators.lut import hardware_name  # noqa: E402
-from search.workload import base_model_config, create_model, load_config  # noqa: E402
+from search.config import load_config  # noqa: E402
+from search.workload import base_model_config, create_model  # noqa: E402
 from supernet import Supernet, SubnetConfig  # noqa: E402
 
 

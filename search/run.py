@@ -15,7 +15,8 @@ from supernet.phase import proposals
 
 from .optimize import Objective, build_sampler, config_params
 from .setup import Prepared, ensure_supernet, latency_setting, prepare
-from .workload import cache_dir, load_config
+from .cache import cache_dir
+from .config import load_config
 
 
 def _check_budget(p: Prepared, budget_ms: float, log=print) -> Latency:

@@ -22,7 +22,9 @@ from supernet import distributed as ddp
 from supernet.phase import gradient_phase, load_phase, resolve_methods
 from supernet.storage import UNREADABLE
 
-from .workload import Workload, cache_dir, cache_key, load_config, load_workload
+from .cache import cache_dir, cache_key
+from .config import load_config
+from .workload import Workload, load_workload
 
 
 @dataclass

@@ -6,13 +6,8 @@ Weights come from, in order: ``model.checkpoint`` (or ``model.name`` as a checkp
 """
 from __future__ import annotations
 
-import ast
-import copy
-import hashlib
 import inspect
 import json
-import os
-import textwrap
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,106 +15,20 @@ from pathlib import Path
 import timm
 import torch
 import torch.nn.functional as F
-import yaml
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
 import supernet  # noqa: F401  (registers the bundled vitnas_* models in timm)
-from evaluators import LatencySetting, evaluate_accuracy
+from evaluators import evaluate_accuracy
 from evaluators.data import imagefolder_splits, make_loader
 from evaluators.digits import DigitsSpec, digits_splits
 from supernet import ConfigError
 from supernet.storage import write_atomic
 from supernet.train import cosine_schedule
 
-from .schema import check_config
-
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
-DEFAULTS: dict = {
-    "name": "default",
-    "model": {"name": "vitnas_tiny", "arch": None, "pretrained": False, "checkpoint": None, "kwargs": {}},
-    "data": {"name": "digits", "root": None, "seed": 0, "digit_min": 20, "digit_max": 24, "clutter": 1,
-             "jitter": 4, "variants": [8, 3, 3], "mean": None, "std": None, "batch_size": 256},
-    "train": {"epochs": 12, "batch_size": 64, "lr": 1.5e-3, "weight_decay": 0.05, "warmup": 0.05,
-              "label_smoothing": 0.1, "patch_drop": 0.5, "init_values": 1e-4, "seed": 0},
-    "space": {},
-    "latency": {"runtime": "auto", "dtype": "float32", "batch_size": 1, "threads": None,
-                "warmup": LatencySetting.warmup, "repeats": LatencySetting.repeats, "block": LatencySetting.block},
-    "supernet": {"method": "all", "epochs": 2, "lr": 5e-4, "batch_size": 64, "n_random": 2, "seed": 0},
-    "retrain": {"epochs": 3, "lr": 5e-4, "batch_size": 64, "kd_weight": 0.5, "temperature": 2.0, "seed": 0},
-}
-
-
-def _merge(defaults: dict, given: dict, where: str) -> dict:
-    unknown = sorted(set(given) - set(defaults))
-    if unknown:
-        section = f" under {where.rstrip('.')}" if where else ""
-        raise ConfigError(f"unknown config key {where}{unknown[0]!r}; valid keys{section} are {sorted(defaults)}")
-    out = copy.deepcopy(defaults)
-    for k, v in given.items():
-        if isinstance(defaults[k], dict) and defaults[k] and k != "kwargs":
-            if not isinstance(v, dict):
-                raise ConfigError(f"config key {where}{k} must be a mapping")
-            out[k] = _merge(defaults[k], v, f"{where}{k}.")
-        else:
-            out[k] = v
-    return out
-
-
-def load_config(path: str | Path | None = None) -> dict:
-    """A workload config (YAML) merged over the defaults; ``None`` is the bundled ``configs/default.yaml``."""
-    path = Path(path) if path is not None else CONFIG_DIR / "default.yaml"
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist; pass --config with a YAML file "
-                          f"(examples in {CONFIG_DIR})")
-    try:
-        given = yaml.safe_load(path.read_text())
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path} is not a text (YAML) file; pass --config with a YAML file") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        raise ConfigError(f"malformed YAML in {path}" + (f", line {mark.line + 1}" if mark else "") +
-                          f": {getattr(e, 'problem', e)}") from None
-    if given is None:
-        raise ConfigError(f"{path} is empty; leave out --config for the bundled workload, or start from "
-                          f"{CONFIG_DIR / 'default.yaml'}")
-    if not isinstance(given, dict):
-        raise ConfigError(f"{path} must hold a mapping of sections {sorted(DEFAULTS)}")
-    config = _merge(DEFAULTS, given, "")
-    check_config(config, path)
-    return config
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("VITNAS_CACHE", Path.home() / ".cache" / "vitnas"))
-
-
-def code_identity(obj) -> str:
-    """What the source of ``obj`` (a function, class or module) does, without its comments and docstrings:
-    a cache keyed by it survives a comment edit, not a change of code."""
-    tree = ast.parse(textwrap.dedent(inspect.getsource(obj)))
-    for node in ast.walk(tree):
-        body = getattr(node, "body", None)
-        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
-                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
-                and isinstance(body[0].value.value, str)):
-            node.body = body[1:] or [ast.Pass()]
-    return ast.dump(tree)
-
-
-def cache_key(obj, *code) -> str:
-    """A cache entry's name: the settings ``obj`` and the code (functions, modules) that produces it."""
-    h = hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode())
-    for c in code:
-        h.update(code_identity(c).encode())
-    return h.hexdigest()[:16]
-
-
-def file_hash(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
-
+from .cache import cache_dir, cache_key, file_hash
 
 # --- data ------------------------------------------------------------------------------------------
 def build_splits(data_cfg: dict, model: nn.Module) -> dict:

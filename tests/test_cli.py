@@ -143,7 +143,7 @@ def test_a_subnet_is_not_retrained_on_another_base_model(tmp_path):
     """best.yaml names the workload it was found on; retraining it on a config that trains another base model
     is refused before any training."""
     from search.setup import base_recipe
-    from search.workload import load_config
+    from search.config import load_config
 
     tiny = str(ROOT / "configs" / "tiny.yaml")
     best = tmp_path / "best.yaml"

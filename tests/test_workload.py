@@ -4,7 +4,8 @@ import torch
 from safetensors.torch import save_file
 
 from conftest import ROOT
-from search.workload import create_model, load_config, load_workload
+from search.config import load_config
+from search.workload import create_model, load_workload
 from supernet import ConfigError
 
 TINY = ROOT / "configs" / "tiny.yaml"
@@ -113,7 +114,7 @@ def test_a_users_kwargs_do_not_drop_the_recipes_layer_scale(tmp_path):
 def test_cache_keys_survive_comment_edits_but_not_code_changes(tmp_path, monkeypatch):
     import importlib
 
-    from search.workload import cache_key
+    from search.cache import cache_key
 
     def module(name, text):
         (tmp_path / f"{name}.py").write_text(text)
