@@ -9,12 +9,11 @@ import torch
 import torch.nn.functional as F
 import yaml
 from torch.utils.data import TensorDataset
-from tqdm import tqdm
 
 from evaluators import evaluate_accuracy
 from evaluators.data import make_loader
 from supernet import ConfigError, SubnetConfig
-from supernet.train import cosine_schedule, distill_loss
+from supernet.train import distill_loss, fit
 
 from .export import save_subnet
 from .remeasure import fresh_metrics
@@ -32,40 +31,22 @@ def teacher_outputs(teacher, data: TensorDataset, device) -> torch.Tensor:
 
 
 def finetune(model, teacher, train_set, cfg: dict, device, desc: str = "retrain") -> list[dict]:
-    """AdamW + cosine; loss = (1 - kd_weight) · CE + kd_weight · KL(student ‖ teacher at temperature). One
-    progress bar over every epoch (its estimate of the time left is the whole retrain's)."""
+    """``fit`` on (1 - kd_weight) · CE + kd_weight · KL(student ‖ teacher at temperature)."""
     torch.manual_seed(cfg["seed"])
     model.to(device).train()
     teacher.to(device).eval()
     if isinstance(train_set, TensorDataset):  # fixed images, no random augmentation: the teacher's answers are
         train_set = TensorDataset(*train_set.tensors, teacher_outputs(teacher, train_set, device))  # computed once
     loader = make_loader(train_set, cfg["batch_size"], shuffle=True, seed=cfg["seed"])
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=0.05)
-    sched = cosine_schedule(opt, cfg["epochs"] * len(loader))
-    w, history = cfg["kd_weight"], []
-    bar = tqdm(total=cfg["epochs"] * len(loader), desc=desc, unit="step", leave=False)
-    for epoch in range(cfg["epochs"]):
-        seen = loss_sum = 0.0
-        for x, y, *known in loader:
-            x, y = x.to(device), y.to(device)
-            if known:
-                soft = known[0].to(device)
-            else:
-                with torch.no_grad():
-                    soft = teacher(x)
-            logits = model(x)
-            loss = (1 - w) * F.cross_entropy(logits, y) + w * distill_loss(logits, soft, cfg["temperature"])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            loss_sum += loss.item() * len(y)
-            seen += len(y)
-            bar.update()
-            bar.set_postfix(epoch=f"{epoch + 1}/{cfg['epochs']}", loss=f"{loss.item():.3f}")
-        history.append({"epoch": epoch + 1, "loss": loss_sum / seen})
-    bar.close()
-    return history
+    w = cfg["kd_weight"]
+
+    def loss(logits, y, x, *known):
+        if not known:
+            with torch.no_grad():
+                known = (teacher(x),)
+        return (1 - w) * F.cross_entropy(logits, y) + w * distill_loss(logits, known[0], cfg["temperature"])
+
+    return fit(model, loader, cfg["epochs"], loss, cfg["lr"], 0.05, device=device, desc=desc)
 
 
 def retrain(p: Prepared, cfg: SubnetConfig, out: Path, epochs: int | None = None, log=print) -> dict:

@@ -26,7 +26,7 @@ from evaluators.data import imagefolder_splits, make_loader
 from evaluators.digits import DigitsSpec, digits_splits
 from supernet import ConfigError
 from supernet.storage import write_atomic
-from supernet.train import cosine_schedule
+from supernet.train import cosine_schedule, fit
 
 from .cache import cache_dir, cache_key, file_hash
 
@@ -125,40 +125,16 @@ def _bf16_autocast() -> bool:
 
 
 def train_classifier(model: nn.Module, train_set, cfg: dict, device="cpu") -> list[dict]:
-    """AdamW, linear warm-up then cosine, label smoothing; one progress bar over every epoch (its estimate of
-    the time left is the whole training's). Returns history."""
+    """The base model's recipe: ``fit`` with label smoothing, gradient clipping and bf16 where it pays."""
     torch.manual_seed(cfg["seed"])
     model.to(device).train()
     loader = make_loader(train_set, cfg["batch_size"], shuffle=True, seed=cfg["seed"])
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
-    total = cfg["epochs"] * len(loader)
-    sched = cosine_schedule(opt, total, int(cfg["warmup"] * total))
-    amp = torch.device(device).type == "cuda" or _bf16_autocast()
-    history = []
-    bar = tqdm(total=total, desc="base model", unit="step", leave=False)
-    for epoch in range(cfg["epochs"]):
-        total_loss = correct = seen = 0
-        for x, y in loader:
-            x, y = x.to(device), y.to(device)
-            with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=amp):
-                logits = model(x)
-                loss = F.cross_entropy(logits, y, label_smoothing=cfg["label_smoothing"])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            total_loss += loss.item() * len(y)
-            correct += (logits.argmax(1) == y).sum().item()
-            seen += len(y)
-            bar.update()
-            bar.set_postfix(epoch=f"{epoch + 1}/{cfg['epochs']}", loss=f"{loss.item():.3f}")
-        # training-batch figures (patch-dropped, augmented): free progress; val is measured once, at the end
-        history.append({"epoch": epoch + 1, "loss": total_loss / seen, "train_top1": correct / seen})
-        tqdm.write(f"base epoch {epoch + 1}/{cfg['epochs']}: loss {total_loss / seen:.3f}, "
-                   f"train top-1 {correct / seen:.1%}")
-    bar.close()
-    return history
+    epochs = cfg["epochs"]
+    return fit(model, loader, epochs, lambda logits, y, x: F.cross_entropy(logits, y, label_smoothing=cfg["label_smoothing"]),
+               cfg["lr"], cfg["weight_decay"], warmup=cfg["warmup"], clip=1.0,
+               amp=torch.device(device).type == "cuda" or _bf16_autocast(), device=device, desc="base model",
+               log=lambda r: tqdm.write(f"base epoch {r['epoch']}/{epochs}: loss {r['loss']:.3f}, "
+                                        f"train top-1 {r['train_top1']:.1%}"))
 
 
 @dataclass
@@ -188,7 +164,7 @@ def load_workload(config: dict, device="cpu", log=print) -> Workload:
                         file_hash(ckpt) if ckpt else f"timm:{model_cfg['name']}")
 
     # the key: the recipe (config) and the code that produces the weights, not unrelated edits of this file
-    key = cache_key({k: config[k] for k in ("model", "data", "train")}, train_classifier, cosine_schedule,
+    key = cache_key({k: config[k] for k in ("model", "data", "train")}, train_classifier, fit, cosine_schedule,
                     inspect.getmodule(digits_splits))
     path = cache_dir() / "base" / f"{model_cfg['name']}-{key}.safetensors"
     meta_path = path.with_suffix(".json")

@@ -25,6 +25,44 @@ def cosine_schedule(opt: torch.optim.Optimizer, total: int, warmup: int = 0) -> 
         opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total))))
 
 
+def fit(model: torch.nn.Module, loader, epochs: int, loss_fn, lr: float, weight_decay: float, warmup: float = 0.0,
+        clip: float | None = None, amp: bool = False, device="cpu", desc: str = "train", log=None) -> list[dict]:
+    """The loop that trains one model (the base model, a retrained subnet): AdamW, linear warm-up over the
+    ``warmup`` fraction of steps then cosine; ``loss_fn(logits, y, x, *extra)`` for each batch ``(x, y,
+    *extra)``; one progress bar over every epoch (its estimate of the time left is the whole training's).
+    ``log(row)`` after each epoch. Returns one row per epoch: loss and training-batch top-1."""
+    device = torch.device(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    total = epochs * len(loader)
+    sched = cosine_schedule(opt, total, int(warmup * total))
+    history = []
+    bar = tqdm(total=total, desc=desc, unit="step", leave=False)
+    for epoch in range(epochs):
+        loss_sum = correct = seen = 0
+        for x, y, *extra in loader:
+            x, y, extra = x.to(device), y.to(device), [e.to(device) for e in extra]
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                logits = model(x)
+                loss = loss_fn(logits, y, x, *extra)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+            opt.step()
+            sched.step()
+            loss_sum += loss.item() * len(y)
+            correct += (logits.argmax(1) == y).sum().item()
+            seen += len(y)
+            bar.update()
+            bar.set_postfix(epoch=f"{epoch + 1}/{epochs}", loss=f"{loss.item():.3f}")
+        # training-batch figures (augmented, patch-dropped): free progress; val is the caller's to measure
+        history.append({"epoch": epoch + 1, "loss": loss_sum / seen, "train_top1": correct / seen})
+        if log:
+            log(history[-1])
+    bar.close()
+    return history
+
+
 def distill_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """Soft KL divergence between the student's and the (detached) teacher's predictions."""
     t = temperature
