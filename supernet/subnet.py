@@ -116,16 +116,18 @@ class Attention(nn.Module):
         self.q_norm = _norm(spec, spec.head_dim, spec.qk_norm)
         self.k_norm = _norm(spec, spec.head_dim, spec.qk_norm)
         self.proj = nn.Linear(heads * spec.head_dim, dim, bias=spec.proj_bias)
+        self.softmax = nn.Softmax(dim=-1)  # a module, so the gate methods can read and mask the map (hooks)
 
     def forward(self, x):
         B, N, _ = x.shape
         q, k, v = self.qkv(x).reshape(B, N, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         q, k = self.q_norm(q), self.k_norm(k)
         cls_attn = None
-        if self.return_cls_attn:
-            attn = ((q * self.head_dim ** -0.5) @ k.transpose(-2, -1)).softmax(dim=-1)
+        if self.return_cls_attn or self.softmax._forward_hooks:  # the map is read: compute it explicitly
+            attn = self.softmax((q * self.head_dim ** -0.5) @ k.transpose(-2, -1))
             x = attn @ v
-            cls_attn = patch_attention(self.spec, attn)
+            if self.return_cls_attn:
+                cls_attn = patch_attention(self.spec, attn)
         else:
             x = F.scaled_dot_product_attention(q, k, v)
         return self.proj(x.transpose(1, 2).reshape(B, N, -1)), cls_attn

@@ -2,10 +2,11 @@
 head and MLP unit, an MSA-vs-conv mix per block, a token keep policy with attention masking, and taps
 (exit-head logits, attention maps, the tokens entering each block).
 
-It runs the timm model's own modules at full width, so with no masks it equals ``sn(x)`` (tested).
-Masks multiply a unit's output where the pruned unit's output would vanish: after the norms for embedding
-channels (the inputs of every attention and MLP, as VTP gates them), on each head's output before the
-projection, on each hidden unit after the activation.
+It is the supernet's own forward of the largest subnet (the modules of ``supernet/subnet.py`` on the shared
+weights) with hooks on those modules, so there is no second description of the model: with no masks it is
+``sn(x)`` (tested). Masks multiply a unit's output where the pruned unit's output would vanish: after the
+norms for embedding channels (the inputs of every attention and MLP, as VTP gates them), on each head's
+output where the projection reads it, on each hidden unit where the second MLP layer reads it.
 """
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
+from torch.func import functional_call
 
-from ..subnet import add_position, conv_kernel, conv_mix, mlp_hidden, readout
+from ..subnet import conv_kernel, conv_mix, readout
 
 
 @dataclass
@@ -51,54 +53,67 @@ def gated_forward(sn, x: torch.Tensor, masks: Masks | None = None,
     """Forward the full-width model. ``decide(block, tokens, policy)`` may return a new patch keep policy
     ([B, N], 1 = keep) before a block; ``exits`` adds every exit head's logits; ``taps`` keeps tokens and
     attention maps."""
-    vit, s = sn.vit, sn.spec
-    m = masks or Masks()
-    x = vit.norm_pre(add_position(s, vit.patch_embed(x), vit.pos_embed,
-                                  [vit.cls_token, getattr(vit, "dist_token", None), vit.reg_token]))
-    B, T, _ = x.shape
+    s, m = sn.spec, masks or Masks()
+    largest = sn.space.largest()
+    model = sn.template(largest)
     H, hd, P = s.num_heads, s.head_dim, s.prefix
-    policy = None  # over patch tokens; prefix tokens are always kept
     trace = Trace(logits=None)
-    for i, blk in enumerate(vit.blocks):
-        if decide is not None:
-            new = decide(i, x, policy if policy is not None else x.new_ones(B, T - P))
-            if new is not None:
-                policy = new
-                trace.policies.append(policy)
-        if taps:
-            trace.tokens.append(x)
-        h = blk.norm1(x)
+    state: dict = {"policy": None}  # over patch tokens; prefix tokens are always kept
+    hooks = []
+
+    def on(module, kind: str, fn):
+        hooks.append(getattr(module, f"register_forward_{kind}")(fn))
+
+    for i, blk in enumerate(model.blocks):
+        attn = blk.mixer
+
+        def enter(_, args, i=i):
+            tokens = args[0]
+            if decide is not None:
+                B, T = tokens.shape[:2]
+                current = state["policy"] if state["policy"] is not None else tokens.new_ones(B, T - P)
+                new = decide(i, tokens, current)
+                if new is not None:
+                    state["policy"] = new
+                    trace.policies.append(new)
+            if taps:
+                trace.tokens.append(tokens)
+
+        def leave(_, args, out, i=i):
+            if exits and str(i + 1) in sn.exits:
+                trace.exits[i + 1] = readout(s, out[0], sn.exits[str(i + 1)])
+            trace.final = out[0]
+
+        on(blk, "pre_hook", enter)
+        on(blk, "hook", leave)
         if m.embed is not None:
-            h = h * m.embed
-        q, k, v = blk.attn.qkv(h).reshape(B, T, 3, H, hd).permute(2, 0, 3, 1, 4).unbind(0)
-        q, k = blk.attn.q_norm(q), blk.attn.k_norm(k)
-        logits = (q * hd ** -0.5) @ k.transpose(-2, -1)
-        if policy is not None:
-            attn = softmax_with_policy(logits, torch.cat([policy.new_ones(B, P), policy], dim=1))
-        else:
-            attn = logits.softmax(dim=-1)
-        if taps:
-            trace.attn.append(attn.mean(dim=1))
-        o = attn @ v
-        if m.heads is not None:
-            o = o * m.heads[i].view(1, H, 1, 1)
-            v = v * m.heads[i].view(1, H, 1, 1)
-        y = blk.attn.proj(o.transpose(1, 2).reshape(B, T, H * hd))
-        if m.msa is not None:  # SPViT: the conv branch made of the same block's v and proj
-            vt = v.transpose(1, 2).reshape(B, T, H * hd)
-            conv = blk.attn.proj(conv_mix(vt, conv_kernel(sn.conv_offsets[i], H, hd), P, s.grid))
-            y = m.msa[i] * y + (1 - m.msa[i]) * conv
-        x = x + blk.ls1(y)
-        h = blk.norm2(x)
-        if m.embed is not None:
-            h = h * m.embed
-        u = mlp_hidden(s, blk.mlp, h)
+            for norm in (blk.norm1, blk.norm2):
+                on(norm, "hook", lambda _, args, out: out * m.embed)
+        if m.heads is not None:  # each head's output (and, under the conv mix, its value channels)
+            on(attn.proj, "pre_hook", lambda _, args, i=i: (
+                (args[0].unflatten(-1, (H, hd)) * m.heads[i].view(H, 1)).flatten(-2),))
         if m.mlp is not None:
-            u = u * m.mlp[i]
-        x = x + blk.ls2(blk.mlp.fc2(u))
-        if exits and str(i + 1) in sn.exits:
-            ex = sn.exits[str(i + 1)]
-            trace.exits[i + 1] = readout(s, x, ex)
-    trace.final = x
-    trace.logits = readout(s, x, vit)
+            on(blk.mlp.fc2, "pre_hook", lambda _, args, i=i: (args[0] * m.mlp[i],))
+        if decide is not None or taps:  # the attention map is masked by the keep policy, or read
+            def attention(_, args, out):
+                if state["policy"] is not None:
+                    B = out.shape[0]
+                    out = softmax_with_policy(args[0], torch.cat([state["policy"].new_ones(B, P), state["policy"]], 1))
+                if taps:
+                    trace.attn.append(out.mean(dim=1))
+                return out
+            on(attn.softmax, "hook", attention)
+        if m.msa is not None:  # SPViT: the conv branch made of the same block's v and proj
+            on(attn.qkv, "hook", lambda _, args, out: state.__setitem__("qkv", out))
+
+            def mix(module, args, out, i=i):
+                v = state["qkv"].unflatten(-1, (3, H * hd))[..., 2, :]
+                conv = module.proj(conv_mix(v, conv_kernel(sn.conv_offsets[i], H, hd), P, s.grid))
+                return m.msa[i] * out[0] + (1 - m.msa[i]) * conv, out[1]
+            on(attn, "hook", mix)
+    try:
+        trace.logits = functional_call(model, sn.subnet_weights(largest), (x,), strict=True)
+    finally:
+        for h in hooks:
+            h.remove()
     return trace
