@@ -11,6 +11,7 @@ from safetensors.torch import save_file
 
 from evaluators.runtimes import export_onnx, get_runtime
 from supernet import ConfigError, ModelSpec, SubnetConfig, build_subnet
+from supernet.storage import write_atomic
 
 from .results import load_results, run_settings
 from .setup import ensure_supernet, prepare, workload_provenance
@@ -19,7 +20,8 @@ from .setup import ensure_supernet, prepare, workload_provenance
 def save_subnet(model, path: Path) -> None:
     """The extracted model's weights, with its spec and config in the file's metadata (enough to rebuild it)."""
     meta = {"spec": json.dumps(model.spec.to_dict()), "config": json.dumps(model.cfg.to_dict())}
-    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(path), metadata=meta)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    write_atomic(path, lambda tmp: save_file(state, str(tmp), metadata=meta))  # never half a model file
 
 
 def load_subnet(path: str | Path):
