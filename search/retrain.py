@@ -13,7 +13,7 @@ from torch.utils.data import TensorDataset
 from evaluators import evaluate_accuracy
 from evaluators.data import make_loader
 from supernet import ConfigError, SubnetConfig
-from supernet.train import distill_loss, fit
+from supernet.train import distill_loss, duration, fit
 
 from .export import save_subnet
 from .remeasure import fresh_metrics
@@ -30,7 +30,7 @@ def teacher_outputs(teacher, data: TensorDataset, device) -> torch.Tensor:
     return torch.cat([teacher(x.to(device)).cpu() for x, *_ in make_loader(data, 256)])
 
 
-def finetune(model, teacher, train_set, cfg: dict, device, desc: str = "retrain") -> list[dict]:
+def finetune(model, teacher, train_set, cfg: dict, device, desc: str = "retrain", log=print) -> list[dict]:
     """``fit`` on (1 - kd_weight) · CE + kd_weight · KL(student ‖ teacher at temperature)."""
     torch.manual_seed(cfg["seed"])
     model.to(device).train()
@@ -46,7 +46,9 @@ def finetune(model, teacher, train_set, cfg: dict, device, desc: str = "retrain"
                 known = (teacher(x),)
         return (1 - w) * F.cross_entropy(logits, y) + w * distill_loss(logits, known[0], cfg["temperature"])
 
-    return fit(model, loader, cfg["epochs"], loss, cfg["lr"], 0.05, device=device, desc=desc)
+    return fit(model, loader, cfg["epochs"], loss, cfg["lr"], 0.05, device=device, desc=desc,
+               announce=lambda seconds, steps: log(f"{desc}: {steps} steps, {duration(seconds)} (a few steps timed "
+                                                   "here)"))
 
 
 def retrain(p: Prepared, cfg: SubnetConfig, out: Path, epochs: int | None = None, log=print) -> dict:
@@ -60,7 +62,7 @@ def retrain(p: Prepared, cfg: SubnetConfig, out: Path, epochs: int | None = None
     splits, dev = p.workload.splits, p.device
     before = {s: evaluate_accuracy(model, splits[s], device=dev) for s in ("val", "test")}
     start = time.perf_counter()
-    history = finetune(model, p.workload.model, splits["train"], settings, dev)
+    history = finetune(model, p.workload.model, splits["train"], settings, dev, log=log)
     seconds = round(time.perf_counter() - start, 1)
     model.eval()
     after = {s: evaluate_accuracy(model, splits[s], device=dev) for s in ("val", "test")}

@@ -19,8 +19,9 @@ import supernet.train
 from evaluators import Latency, LatencyMeter, LatencySetting, LatencyTable, evaluate_accuracy
 from supernet import ConfigError, Supernet
 from supernet import distributed as ddp
-from supernet.phase import gradient_phase, load_phase, resolve_methods
+from supernet.phase import estimate_seconds, gradient_phase, load_phase, resolve_methods
 from supernet.storage import UNREADABLE
+from supernet.train import duration
 
 from .cache import cache_dir, cache_key
 from .config import load_config
@@ -134,11 +135,14 @@ def ensure_supernet(p: Prepared, method: str | None = None, epochs: int | None =
             log(f"supernet: cached {done} (token scorer {result['scorer']})")
             use_scorer_table(p, log)
             return result
-    log(f"gradient phase: {', '.join(methods)}, then {epochs} sandwich epochs -> {out}")
-    start = time.perf_counter()
     val = p.workload.splits["val"]
     # shuffles with torch's global generator, which the phase seeds per method and epoch (exact resume)
     loader = DataLoader(p.workload.splits["train"], batch_size=cfg["batch_size"], shuffle=True)
+    ahead = "" if (out / "phase.pt").is_file() else (  # a resumed phase has done part of it: no estimate
+        f", {duration(estimate_seconds(p.sn, loader, methods, epochs, cfg['n_random'], p.device))} (a few steps "
+        "timed here)")
+    log(f"gradient phase: {', '.join(methods)}, then {epochs} sandwich epochs -> {out}{ahead}")
+    start = time.perf_counter()
     result = gradient_phase(
         p.sn, loader, methods, p.table.unit_costs(p.sn.space), out, meta, epochs, cfg["lr"],
         n_random=cfg["n_random"], seed=cfg["seed"], device=p.device,

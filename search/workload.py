@@ -26,7 +26,7 @@ from evaluators.data import imagefolder_splits, make_loader
 from evaluators.digits import DigitsSpec, digits_splits
 from supernet import ConfigError
 from supernet.storage import write_atomic
-from supernet.train import cosine_schedule, fit
+from supernet.train import cosine_schedule, duration, fit
 
 from .cache import cache_dir, cache_key, file_hash
 
@@ -124,7 +124,7 @@ def _bf16_autocast() -> bool:
         return False
 
 
-def train_classifier(model: nn.Module, train_set, cfg: dict, device="cpu") -> list[dict]:
+def train_classifier(model: nn.Module, train_set, cfg: dict, device="cpu", log=print) -> list[dict]:
     """The base model's recipe: ``fit`` with label smoothing, gradient clipping and bf16 where it pays."""
     torch.manual_seed(cfg["seed"])
     model.to(device).train()
@@ -134,7 +134,9 @@ def train_classifier(model: nn.Module, train_set, cfg: dict, device="cpu") -> li
                cfg["lr"], cfg["weight_decay"], warmup=cfg["warmup"], clip=1.0,
                amp=torch.device(device).type == "cuda" or _bf16_autocast(), device=device, desc="base model",
                log=lambda r: tqdm.write(f"base epoch {r['epoch']}/{epochs}: loss {r['loss']:.3f}, "
-                                        f"train top-1 {r['train_top1']:.1%}"))
+                                        f"train top-1 {r['train_top1']:.1%}"),
+               announce=lambda seconds, steps: log(f"base model: {steps} steps, {duration(seconds)} (a few steps "
+                                                   "timed here)"))
 
 
 @dataclass
@@ -184,7 +186,7 @@ def load_workload(config: dict, device="cpu", log=print) -> Workload:
     if config["train"]["patch_drop"]:  # timm's PatchDropout: a random subset of patches per training image
         from timm.layers import PatchDropout
         model.patch_drop = PatchDropout(config["train"]["patch_drop"], num_prefix_tokens=model.num_prefix_tokens)
-    history = train_classifier(model, splits["train"], config["train"], device)
+    history = train_classifier(model, splits["train"], config["train"], device, log)
     model.patch_drop = nn.Identity()
     model.cpu().eval()
     metrics = {"prep_seconds": round(time.perf_counter() - start, 1), "history": history,

@@ -12,14 +12,18 @@ import zlib
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
+import torch.nn.functional as F
+from torch.utils.data import default_collate
 
 from . import distributed as ddp
 from .config import ConfigError, SubnetConfig
 from .gates import METHODS, STAGES, UnitCosts, build_method, learn
+from .gates.forward import Masks, gated_forward
 from .importance import Importance, magnitude_importance, reorder
 from .storage import load_state, write_atomic
-from .train import train_supernet
+from .train import sandwich_step, seconds_per_step, train_supernet
 
 
 def phase_order() -> list[str]:
@@ -60,6 +64,28 @@ def _save(path: Path, state: dict) -> None:
     if ddp.is_main():
         write_atomic(path, lambda tmp: torch.save(state, tmp))
     ddp.barrier()
+
+
+def estimate_seconds(sn, loader, methods: list[str], epochs: int, n_random: int = 2, device="cpu") -> float:
+    """The phase's time from a few timed steps on one batch: a gate step (the unpruned forward as the
+    teacher, a masked forward and its backward) per method step, a sandwich step per batch of every epoch."""
+    with torch.random.fork_rng(devices=[]):  # augmenting transforms must not move the real run's generator
+        x, y = (t.to(device) for t in default_collate([loader.dataset[i] for i in range(loader.batch_size)]))
+    s = sn.spec
+    masks = Masks(heads=torch.ones(s.depth, s.num_heads, device=device, requires_grad=True),
+                  mlp=torch.ones(s.depth, s.mlp_hidden, device=device, requires_grad=True))
+
+    def gate_step():
+        with torch.no_grad():
+            gated_forward(sn, x, taps=True)
+        loss = F.cross_entropy(gated_forward(sn, x, masks).logits, y)
+        torch.autograd.grad(loss, [masks.heads, masks.mlp])
+
+    rng = np.random.default_rng(0)
+    gate, sandwich = seconds_per_step(gate_step), seconds_per_step(lambda: sandwich_step(sn, x, y, rng, n_random))
+    for p in sn.parameters():  # the sandwich probe's gradients (no optimiser step: the weights are unchanged)
+        p.grad = None
+    return sum(METHODS[n].steps for n in methods) * gate + epochs * len(loader) * sandwich
 
 
 def gradient_phase(sn, loader, methods: list[str], costs: UnitCosts, out: str | Path, meta: dict,

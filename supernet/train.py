@@ -1,17 +1,23 @@
-"""Shared-weight training with the sandwich rule (BigNAS / OFA style), resumable.
+"""Training loops: ``fit`` (one model: the base model, a retrained subnet) and shared-weight training with the
+sandwich rule (BigNAS / OFA style), resumable; and the estimates long stages print before they start.
 
-Each step trains the largest subnet on the labels, then the smallest and a few random subnets to match
+Each sandwich step trains the largest subnet on the labels, then the smallest and a few random subnets to match
 the largest one's (detached) predictions: in-place distillation. Gradients of all of them accumulate into
 the shared weights before one optimiser step, so many subnets become good without retraining.
 """
 from __future__ import annotations
 
+import copy
 import math
+import random
+import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.data import default_collate
 from tqdm import tqdm
 
 from . import distributed as ddp
@@ -25,30 +31,67 @@ def cosine_schedule(opt: torch.optim.Optimizer, total: int, warmup: int = 0) -> 
         opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total))))
 
 
+def seconds_per_step(step: Callable[[], object], repeats: int = 3) -> float:
+    """The median time of ``step()`` over ``repeats`` calls after an untimed first one, with torch's random
+    state restored afterwards (a probe must not change what the real run draws)."""
+    with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if torch.cuda.is_initialized() else []):
+        step()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            step()
+            if torch.cuda.is_initialized():
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def duration(seconds: float) -> str:
+    """'about 13 min' / 'about 40 s': what a long stage announces before it starts."""
+    return f"about {seconds / 60:.0f} min" if seconds >= 90 else f"about {max(1, round(seconds))} s"
+
+
 def fit(model: torch.nn.Module, loader, epochs: int, loss_fn, lr: float, weight_decay: float, warmup: float = 0.0,
-        clip: float | None = None, amp: bool = False, device="cpu", desc: str = "train", log=None) -> list[dict]:
+        clip: float | None = None, amp: bool = False, device="cpu", desc: str = "train", log=None,
+        announce: Callable[[float, int], None] | None = None) -> list[dict]:
     """The loop that trains one model (the base model, a retrained subnet): AdamW, linear warm-up over the
     ``warmup`` fraction of steps then cosine; ``loss_fn(logits, y, x, *extra)`` for each batch ``(x, y,
-    *extra)``; one progress bar over every epoch (its estimate of the time left is the whole training's).
-    ``log(row)`` after each epoch. Returns one row per epoch: loss and training-batch top-1."""
+    *extra)``; one progress bar over every epoch. ``announce(seconds, steps)`` first, with the whole training's
+    time estimated from a few steps of a copy; ``log(row)`` after each epoch. Returns one row per epoch: loss
+    and training-batch top-1."""
     device = torch.device(device)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     total = epochs * len(loader)
     sched = cosine_schedule(opt, total, int(warmup * total))
+
+    def step(model, opt, batch):
+        x, y, *extra = batch
+        x, y, extra = x.to(device), y.to(device), [e.to(device) for e in extra]
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = model(x)
+            loss = loss_fn(logits, y, x, *extra)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        opt.step()
+        return logits, y, loss
+
+    if announce is not None:  # a copy, one batch taken without touching the loader's shuffling
+        probe = copy.deepcopy(model)
+        popt = torch.optim.AdamW(probe.parameters(), lr=lr, weight_decay=weight_decay)
+        python_random = random.getstate()  # timm's crops draw from Python's generator, torchvision's from torch's
+        with torch.random.fork_rng(devices=[]):
+            batch = default_collate([loader.dataset[i] for i in range(min(loader.batch_size, len(loader.dataset)))])
+        random.setstate(python_random)
+        announce(seconds_per_step(lambda: step(probe, popt, batch)) * total, total)
+        del probe, popt
     history = []
     bar = tqdm(total=total, desc=desc, unit="step", leave=False)
     for epoch in range(epochs):
         loss_sum = correct = seen = 0
-        for x, y, *extra in loader:
-            x, y, extra = x.to(device), y.to(device), [e.to(device) for e in extra]
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                logits = model(x)
-                loss = loss_fn(logits, y, x, *extra)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if clip is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-            opt.step()
+        for batch in loader:
+            logits, y, loss = step(model, opt, batch)
             sched.step()
             loss_sum += loss.item() * len(y)
             correct += (logits.argmax(1) == y).sum().item()

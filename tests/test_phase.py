@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from conftest import ROOT, micro_vit
 from supernet import ConfigError, Supernet
-from supernet.phase import gradient_phase, load_phase, proposals
+from supernet.phase import estimate_seconds, gradient_phase, load_phase, proposals
 from test_gates import COSTS
 
 
@@ -86,3 +86,14 @@ def test_two_processes_equal_one_on_the_same_global_batch(tmp_path):
         assert torch.allclose(one["end"][k], two["end"][k], atol=1e-5), k
         moved += not torch.equal(one["start"][k], one["end"][k])
     assert moved > 10  # the comparison covers trained weights, not untouched ones
+
+
+def test_the_phase_estimate_leaves_weights_gradients_and_random_state_as_they_were():
+    sn = Supernet.from_timm(micro_vit())
+    before = {k: v.clone() for k, v in sn.state_dict().items()}
+    torch.manual_seed(5)
+    state = torch.get_rng_state()
+    seconds = estimate_seconds(sn, _loader(), ["vtp", "dynamicvit"], epochs=2)
+    assert seconds > 0 and torch.equal(torch.get_rng_state(), state)
+    assert all(torch.equal(v, before[k]) for k, v in sn.state_dict().items())
+    assert all(p.grad is None for p in sn.parameters())

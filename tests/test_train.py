@@ -89,7 +89,39 @@ def test_finetune_asks_the_teacher_once_per_image_on_fixed_data_and_learns_the_s
     assert sum(seen) == 40  # once per image, not once per image and epoch
     seen.clear()
     h_listed = finetune(listed, teacher, Listed(), cfg, "cpu")
-    assert sum(seen) == 80
+    assert sum(seen) == 80 + 4 * 16  # every epoch, plus the time estimate's probe (4 steps of one batch)
     assert [h["loss"] for h in h_fixed] == pytest.approx([h["loss"] for h in h_listed], rel=1e-4)
     for a, b in zip(fixed.parameters(), listed.parameters()):
         assert torch.allclose(a, b, atol=1e-4)
+
+
+def test_the_time_estimate_before_training_changes_nothing_the_training_draws():
+    import random
+
+    from supernet.train import fit
+
+    class Augmenting(torch.utils.data.Dataset):  # draws from torch's and Python's generators, as crops do
+        def __len__(self):
+            return 48
+
+        def __getitem__(self, i):
+            g = torch.Generator().manual_seed(i)
+            x = torch.randn(1, 32, 32, generator=g) + torch.rand(()) + random.random()
+            return x, i % 10
+
+    def train(announce):
+        torch.manual_seed(0)
+        random.seed(0)
+        model = micro_vit(3, num_classes=10)
+        loader = torch.utils.data.DataLoader(Augmenting(), batch_size=16, shuffle=True,
+                                             generator=torch.Generator().manual_seed(0))
+        history = fit(model, loader, 2, lambda logits, y, x: torch.nn.functional.cross_entropy(logits, y), 1e-3,
+                      0.05, announce=announce)
+        return model, history
+
+    calls = []
+    quiet, _ = train(None)
+    announced, _ = train(lambda seconds, steps: calls.append((seconds, steps)))
+    assert len(calls) == 1 and calls[0][1] == 6 and calls[0][0] > 0  # 2 epochs × 3 batches, before training
+    for a, b in zip(quiet.parameters(), announced.parameters()):
+        assert torch.equal(a, b)
