@@ -138,9 +138,12 @@ def ensure_supernet(p: Prepared, method: str | None = None, epochs: int | None =
     val = p.workload.splits["val"]
     # shuffles with torch's global generator, which the phase seeds per method and epoch (exact resume)
     loader = DataLoader(p.workload.splits["train"], batch_size=cfg["batch_size"], shuffle=True)
-    ahead = "" if (out / "phase.pt").is_file() else (  # a resumed phase has done part of it: no estimate
-        f", {duration(estimate_seconds(p.sn, loader, methods, epochs, cfg['n_random'], p.device))} (a few steps "
-        "timed here)")
+    if (out / "phase.pt").is_file():  # a resumed phase has done part of it: no estimate
+        ahead = ""
+    else:
+        seconds = estimate_seconds(p.sn, loader, methods, p.table.unit_costs(p.sn.space), epochs, cfg["n_random"],
+                                   p.device)
+        ahead = f", {duration(seconds)} (a few steps timed here)"
     log(f"gradient phase: {', '.join(methods)}, then {epochs} sandwich epochs -> {out}{ahead}")
     start = time.perf_counter()
     result = gradient_phase(

@@ -8,19 +8,18 @@ proposals and the chosen scorer.
 """
 from __future__ import annotations
 
+import copy
 import zlib
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import default_collate
 
 from . import distributed as ddp
 from .config import ConfigError, SubnetConfig
 from .gates import METHODS, STAGES, UnitCosts, build_method, learn
-from .gates.forward import Masks, gated_forward
 from .importance import Importance, magnitude_importance, reorder
 from .storage import load_state, write_atomic
 from .train import sandwich_step, seconds_per_step, train_supernet
@@ -66,26 +65,21 @@ def _save(path: Path, state: dict) -> None:
     ddp.barrier()
 
 
-def estimate_seconds(sn, loader, methods: list[str], epochs: int, n_random: int = 2, device="cpu") -> float:
-    """The phase's time from a few timed steps on one batch: a gate step (the unpruned forward as the
-    teacher, a masked forward and its backward) per method step, a sandwich step per batch of every epoch."""
+def estimate_seconds(sn, loader, methods: list[str], costs: UnitCosts, epochs: int, n_random: int = 2,
+                     device="cpu") -> float:
+    """The phase's time from a few steps timed on one batch: each method's own step (on a copy of the
+    supernet) times its step count, and a sandwich step per batch of every epoch."""
     with torch.random.fork_rng(devices=[]):  # augmenting transforms must not move the real run's generator
         x, y = (t.to(device) for t in default_collate([loader.dataset[i] for i in range(loader.batch_size)]))
-    s = sn.spec
-    masks = Masks(heads=torch.ones(s.depth, s.num_heads, device=device, requires_grad=True),
-                  mlp=torch.ones(s.depth, s.mlp_hidden, device=device, requires_grad=True))
-
-    def gate_step():
-        with torch.no_grad():
-            gated_forward(sn, x, taps=True)
-        loss = F.cross_entropy(gated_forward(sn, x, masks).logits, y)
-        torch.autograd.grad(loss, [masks.heads, masks.mlp])
-
+    probe = copy.deepcopy(sn)
+    seconds = 0.0
+    for name in methods:
+        with torch.random.fork_rng(devices=[]):
+            method = build_method(name, probe, costs)
+        seconds += METHODS[name].steps * seconds_per_step(lambda: learn(probe, method, [(x, y)], 1, device, False),
+                                                          repeats=1)
     rng = np.random.default_rng(0)
-    gate, sandwich = seconds_per_step(gate_step), seconds_per_step(lambda: sandwich_step(sn, x, y, rng, n_random))
-    for p in sn.parameters():  # the sandwich probe's gradients (no optimiser step: the weights are unchanged)
-        p.grad = None
-    return sum(METHODS[n].steps for n in methods) * gate + epochs * len(loader) * sandwich
+    return seconds + epochs * len(loader) * seconds_per_step(lambda: sandwich_step(probe, x, y, rng, n_random))
 
 
 def gradient_phase(sn, loader, methods: list[str], costs: UnitCosts, out: str | Path, meta: dict,

@@ -93,7 +93,7 @@ def test_the_phase_estimate_leaves_weights_gradients_and_random_state_as_they_we
     before = {k: v.clone() for k, v in sn.state_dict().items()}
     torch.manual_seed(5)
     state = torch.get_rng_state()
-    seconds = estimate_seconds(sn, _loader(), ["vtp", "dynamicvit"], epochs=2)
+    seconds = estimate_seconds(sn, _loader(), ["vtp", "dynamicvit"], COSTS, epochs=2)
     assert seconds > 0 and torch.equal(torch.get_rng_state(), state)
     assert all(torch.equal(v, before[k]) for k, v in sn.state_dict().items())
     assert all(p.grad is None for p in sn.parameters())

@@ -89,7 +89,7 @@ def task_loss(student: torch.Tensor, teacher: torch.Tensor, y: torch.Tensor) -> 
     return F.cross_entropy(student, y) + distill_loss(student, teacher)
 
 
-def learn(sn, method: GateMethod, loader, steps: int | None = None, device="cpu") -> list[dict]:
+def learn(sn, method: GateMethod, loader, steps: int | None = None, device="cpu", show: bool = True) -> list[dict]:
     """Train ``method``'s gates on ``sn``'s frozen base weights; returns the per-step logs."""
     steps = method.steps if steps is None else steps
     params = method.trainable(sn)
@@ -103,7 +103,7 @@ def learn(sn, method: GateMethod, loader, steps: int | None = None, device="cpu"
     history = []
     batches = itertools.chain.from_iterable(itertools.repeat(loader))
     try:
-        bar = tqdm(range(steps), desc=f"{method.name}", leave=False, disable=not ddp.is_main())
+        bar = tqdm(range(steps), desc=f"{method.name}", leave=False, disable=not (show and ddp.is_main()))
         for _ in bar:
             x, y = next(batches)
             x, y = ddp.shard(x).to(device), ddp.shard(y).to(device)
