@@ -72,7 +72,7 @@ def fail_orphans(study: optuna.Study) -> int:
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         owner = t.user_attrs.get("process", "")
         if owner.startswith(host + ":") and not _alive(int(owner.rsplit(":", 1)[1])):
-            study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+            study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
             n += 1
     return n
 

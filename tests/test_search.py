@@ -59,3 +59,21 @@ def test_the_summary_lists_only_front_configs_that_met_the_budget_when_re_measur
     text = summary_markdown(summary, front, p, "10 ms")
     rows = [line.split("|")[1].strip() for line in text.splitlines() if line.startswith("| ") and "number" not in line]
     assert rows == ["4", "9"] and "1 more config(s) of the study's front re-measured over the budget" in text
+
+
+def test_a_trial_whose_process_is_gone_is_failed_and_a_live_ones_is_left_running(tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from search.study import fail_orphans
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}", directions=["maximize", "minimize"])
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead, live = study.ask(), study.ask()
+    dead.set_user_attr("process", f"{socket.gethostname()}:{int(gone.stdout)}")
+    live.set_user_attr("process", f"{socket.gethostname()}:{os.getpid()}")
+    assert fail_orphans(study) == 1
+    states = {t.number: t.state.name for t in study.trials}
+    assert states == {dead.number: "FAIL", live.number: "RUNNING"}
