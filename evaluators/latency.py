@@ -119,6 +119,11 @@ class Latency:
     ratio: float | None = None   # median / the reference model's median, timed in the same blocks
     setup_s: float = 0.0         # preparing the model (ONNX export, torch.compile, graph capture): never in ms
 
+    def at(self, base_ms: float) -> float:
+        """This latency with the reference model at ``base_ms`` (the run's figure for it): the ratio, timed in
+        the same blocks as the reference, is what a drifting machine does not move."""
+        return round(self.ratio * base_ms, 4)
+
     @property
     def spread_ms(self) -> float:
         """Width of the p10..p90 band: how noisy the measurement was."""

@@ -63,7 +63,8 @@ def redistribute_command(config_file: str, budget_ms: float | None = None, confi
     models = {name: p.sn.extract(c).eval() for name, c in (("original", cfg), ("redistributed", new))}
     lat = p.meter.measure_many(models)
     comparison = {name: {"test_top1": r["test_top1"], "val_top1": r["val_top1"],
-                         "latency_ms": round(lat[name].median_ms, 4), "ratio_to_base": lat[name].ratio,
+                         "latency_ms": lat[name].at(p.base_latency.median_ms), "ratio_to_base": lat[name].ratio,
+                         "clock_ms": round(lat[name].median_ms, 4),
                          "predicted_ms": table.predict(c),
                          "config": c.to_dict()}
                   for (name, r), c in zip(results.items(), (cfg, new))}

@@ -11,7 +11,7 @@ from optuna.trial import FrozenTrial
 
 from supernet import ConfigError, SubnetConfig
 
-METRICS = ["val_top1", "measured_ms", "ratio_to_base", "predicted_ms", "predicted_ratio", "skip_factor", "flops", "params"]
+METRICS = ["val_top1", "measured_ms", "clock_ms", "ratio_to_base", "predicted_ms", "predicted_ratio", "skip_factor", "flops", "params"]
 
 
 def trial_row(t: FrozenTrial) -> dict:
@@ -96,7 +96,7 @@ def plot_front(df: pd.DataFrame, front: pd.DataFrame, budget_ms: float, base: tu
     ax.plot(front["measured_ms"], front["val_top1"] * 100, "o-", c="#1f77b4", label="Pareto front")
     ax.axvline(budget_ms, ls="--", c="#d62728", label=f"budget {budget_ms:g} ms")
     ax.scatter([base[0]], [base[1] * 100], marker="*", s=160, c="#2ca02c", label="base model", zorder=3)
-    ax.set_xlabel(f"measured latency, ms ({latency})")
+    ax.set_xlabel(f"latency, ms ({latency}; measured ratio × the base model's)")
     ax.set_ylabel("val top-1, % (shared weights)")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")

@@ -4,6 +4,7 @@ from types import SimpleNamespace
 import numpy as np
 import optuna
 import pandas as pd
+import torch
 
 from conftest import micro_vit
 from evaluators import LatencySetting
@@ -77,3 +78,22 @@ def test_a_trial_whose_process_is_gone_is_failed_and_a_live_ones_is_left_running
     assert fail_orphans(study) == 1
     states = {t.number: t.state.name for t in study.trials}
     assert states == {dead.number: "FAIL", live.number: "RUNNING"}
+
+
+def test_a_trial_is_judged_on_its_ratio_to_the_base_model_not_on_a_drifting_clock():
+    from conftest import synthetic_table
+    from evaluators import Latency
+    from search.optimize import Objective
+
+    class SlowMachine:  # every model reads 3× slower than at the run's start; the ratio is unmoved
+        def measure(self, model):
+            return Latency(median_ms=30.0, p10_ms=29.0, p90_ms=31.0, repeats=10, runtime="torch-eager",
+                           device="cpu", batch_size=1, threads=1, dtype="float32", ratio=0.4)
+
+    sn = Supernet.from_timm(micro_vit()).eval()
+    table = synthetic_table(sn)
+    table.anchor(20.0)  # the base model measured 20 ms at the start of the command
+    val = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(4, 1, 32, 32), torch.randint(0, 10, (4,))))
+    objective = Objective(sn, table, SlowMachine(), val, budget_ms=10.0, input_shape=(1, 32, 32), device="cpu")
+    attrs = objective._evaluate(sn.space.smallest())
+    assert attrs["measured_ms"] == 8.0 and attrs["clock_ms"] == 30.0 and attrs["constraint"] == -2.0
