@@ -111,7 +111,8 @@ def test_a_winner_over_budget_in_a_fresh_process_is_never_shipped_quietly(cache,
         calls.append(path.parent.name)
         ms = 80.0 if len(calls) == 1 or "always over" in calls else 10.0
         lat = lambda v, r: Latency(v, v, v, 1, setting.runtime, setting.device, 1, 1, setting.dtype, ratio=r)  # noqa: E731
-        return lat(ms, ms / 40), lat(40.0, 1.0)
+        base = p.base_latency.median_ms  # the fresh process reads the base as the run did: ratio = ms / base
+        return lat(ms, ms / base), lat(base, 1.0)
 
     monkeypatch.setattr(remeasure_module, "remeasure_fresh", remeasure)
     said = []
