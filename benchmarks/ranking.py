@@ -24,15 +24,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from evaluators import evaluate_accuracy  # noqa: E402
+from gradient_phase import kendall_tau  # noqa: E402  (this folder)
 from evaluators.lut import hardware_name  # noqa: E402
 from search.retrain import retrain  # noqa: E402
 from search.setup import ensure_supernet, prepare  # noqa: E402
-
-
-def kendall_tau(a, b) -> float:
-    n = len(a)
-    s = sum(np.sign(a[i] - a[j]) * np.sign(b[i] - b[j]) for i in range(n) for j in range(i + 1, n))
-    return 2 * s / (n * (n - 1))
 
 
 def spread(p, n: int, low: float, high: float, rng, draws: int = 4000) -> list:
