@@ -1,4 +1,4 @@
-"""Datasets: the bundled digits workload (no download) and real ImageFolder data via timm.
+"""The bundled workload (no download): handwritten digits placed on a larger, cluttered canvas.
 
 The bundled task is built from scikit-learn's ``load_digits`` (1,797 real 8×8 handwritten digits shipped
 inside scikit-learn): every digit is scaled up and placed at a random position on a larger canvas, with

@@ -13,7 +13,7 @@ from torch.utils.data import TensorDataset
 from evaluators import evaluate_accuracy
 from evaluators.data import make_loader
 from supernet import ConfigError, SubnetConfig
-from supernet.train import distill_loss, duration, fit
+from supernet.train import announcer, distill_loss, fit
 
 from .export import save_subnet
 from .remeasure import fresh_metrics
@@ -47,8 +47,7 @@ def finetune(model, teacher, train_set, cfg: dict, device, desc: str = "retrain"
         return (1 - w) * F.cross_entropy(logits, y) + w * distill_loss(logits, known[0], cfg["temperature"])
 
     return fit(model, loader, cfg["epochs"], loss, cfg["lr"], 0.05, device=device, desc=desc,
-               announce=lambda seconds, steps: log(f"{desc}: {steps} steps, {duration(seconds)} (a few steps timed "
-                                                   "here)"))
+               announce=announcer(log, desc))
 
 
 def retrain(p: Prepared, cfg: SubnetConfig, out: Path, epochs: int | None = None, log=print) -> dict:

@@ -138,16 +138,16 @@ def ensure_supernet(p: Prepared, method: str | None = None, epochs: int | None =
     val = p.workload.splits["val"]
     # shuffles with torch's global generator, which the phase seeds per method and epoch (exact resume)
     loader = DataLoader(p.workload.splits["train"], batch_size=cfg["batch_size"], shuffle=True)
+    costs = p.table.unit_costs(p.sn.space)
     if (out / "phase.pt").is_file():  # a resumed phase has done part of it: no estimate
         ahead = ""
     else:
-        seconds = estimate_seconds(p.sn, loader, methods, p.table.unit_costs(p.sn.space), epochs, cfg["n_random"],
-                                   p.device)
+        seconds = estimate_seconds(p.sn, loader, methods, costs, epochs, cfg["n_random"], p.device)
         ahead = f", {duration(seconds)} (a few steps timed here)"
     log(f"gradient phase: {', '.join(methods)}, then {epochs} sandwich epochs -> {out}{ahead}")
     start = time.perf_counter()
     result = gradient_phase(
-        p.sn, loader, methods, p.table.unit_costs(p.sn.space), out, meta, epochs, cfg["lr"],
+        p.sn, loader, methods, costs, out, meta, epochs, cfg["lr"],
         n_random=cfg["n_random"], seed=cfg["seed"], device=p.device,
         evaluate=lambda c: evaluate_accuracy(p.sn, val, c, p.device), log=log)
     use_scorer_table(p, log)

@@ -26,7 +26,7 @@ from evaluators.data import imagefolder_splits, make_loader
 from evaluators.digits import DigitsSpec, digits_splits
 from supernet import ConfigError
 from supernet.storage import write_atomic
-from supernet.train import cosine_schedule, duration, fit
+from supernet.train import announcer, cosine_schedule, fit
 
 from .cache import cache_dir, cache_key, file_hash
 
@@ -135,8 +135,7 @@ def train_classifier(model: nn.Module, train_set, cfg: dict, device="cpu", log=p
                amp=torch.device(device).type == "cuda" or _bf16_autocast(), device=device, desc="base model",
                log=lambda r: tqdm.write(f"base epoch {r['epoch']}/{epochs}: loss {r['loss']:.3f}, "
                                         f"train top-1 {r['train_top1']:.1%}"),
-               announce=lambda seconds, steps: log(f"base model: {steps} steps, {duration(seconds)} (a few steps "
-                                                   "timed here)"))
+               announce=announcer(log, "base model"))
 
 
 @dataclass

@@ -15,14 +15,13 @@ from typing import Callable
 
 import numpy as np
 import torch
-from torch.utils.data import default_collate
 
 from . import distributed as ddp
 from .config import ConfigError, SubnetConfig
 from .gates import METHODS, STAGES, UnitCosts, build_method, learn
 from .importance import Importance, magnitude_importance, reorder
 from .storage import load_state, write_atomic
-from .train import sandwich_step, seconds_per_step, train_supernet
+from .train import probe_batch, sandwich_step, seconds_per_step, train_supernet
 
 
 def phase_order() -> list[str]:
@@ -69,8 +68,7 @@ def estimate_seconds(sn, loader, methods: list[str], costs: UnitCosts, epochs: i
                      device="cpu") -> float:
     """The phase's time from a few steps timed on one batch: each method's own step (on a copy of the
     supernet) times its step count, and a sandwich step per batch of every epoch."""
-    with torch.random.fork_rng(devices=[]):  # augmenting transforms must not move the real run's generator
-        x, y = (t.to(device) for t in default_collate([loader.dataset[i] for i in range(loader.batch_size)]))
+    x, y = (t.to(device) for t in probe_batch(loader))
     probe = copy.deepcopy(sn)
     seconds = 0.0
     for name in methods:

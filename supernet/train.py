@@ -51,6 +51,22 @@ def duration(seconds: float) -> str:
     return f"about {seconds / 60:.0f} min" if seconds >= 90 else f"about {max(1, round(seconds))} s"
 
 
+def announcer(log, what: str) -> Callable[[float, int], None]:
+    """``fit``'s ``announce`` that logs ``what: N steps, about T (a few steps timed here)``."""
+    return lambda seconds, steps: log(f"{what}: {steps} steps, {duration(seconds)} (a few steps timed here)")
+
+
+def probe_batch(loader) -> list:
+    """The loader's first ``batch_size`` items, collated, without moving any generator the real run draws
+    from: the loader's shuffling is not touched, and augmenting transforms draw from torch's generator
+    (torchvision) or Python's (timm's crops), both restored."""
+    python_random = random.getstate()
+    with torch.random.fork_rng(devices=[]):
+        batch = default_collate([loader.dataset[i] for i in range(min(loader.batch_size, len(loader.dataset)))])
+    random.setstate(python_random)
+    return batch
+
+
 def fit(model: torch.nn.Module, loader, epochs: int, loss_fn, lr: float, weight_decay: float, warmup: float = 0.0,
         clip: float | None = None, amp: bool = False, device="cpu", desc: str = "train", log=None,
         announce: Callable[[float, int], None] | None = None) -> list[dict]:
@@ -77,13 +93,10 @@ def fit(model: torch.nn.Module, loader, epochs: int, loss_fn, lr: float, weight_
         opt.step()
         return logits, y, loss
 
-    if announce is not None:  # a copy, one batch taken without touching the loader's shuffling
+    if announce is not None:  # timed on a copy
         probe = copy.deepcopy(model)
         popt = torch.optim.AdamW(probe.parameters(), lr=lr, weight_decay=weight_decay)
-        python_random = random.getstate()  # timm's crops draw from Python's generator, torchvision's from torch's
-        with torch.random.fork_rng(devices=[]):
-            batch = default_collate([loader.dataset[i] for i in range(min(loader.batch_size, len(loader.dataset)))])
-        random.setstate(python_random)
+        batch = probe_batch(loader)
         announce(seconds_per_step(lambda: step(probe, popt, batch)) * total, total)
         del probe, popt
     history = []
