@@ -66,7 +66,7 @@ def _half(space, axis):
     cfg = space.largest()
     if axis == "depth":
         d = space.depth.max // 2
-        return type(cfg)(cfg.embed_dim, d, cfg.heads[:d], cfg.mlp[:d], cfg.ops[:d], cfg.keep[:d])
+        return cfg.first(d)
     if axis == "embed_dim":
         cfg.embed_dim = space.embed_dim.max // 2
     else:

@@ -40,15 +40,10 @@ def kendall_tau(a, b) -> float:
     return 2 * s / (n * (n - 1))
 
 
-def cut(cfg, depth):
-    return replace(cfg, depth=depth, heads=cfg.heads[:depth], mlp=cfg.mlp[:depth], ops=cfg.ops[:depth],
-                   keep=cfg.keep[:depth])
-
-
 def mutate(space, cfg, rng):
     """One random change of one axis (validity is re-checked by the caller)."""
     c = copy.deepcopy(cfg)
-    axis = rng.choice(["embed", "depth", "heads", "mlp", "keep"])
+    axis = rng.choice(["embed", "depth", "heads", "qk", "v", "mlp", "keep"])
     pick = lambda values: values[int(rng.integers(len(values)))]  # noqa: E731
     i = int(rng.integers(c.depth))
     if axis == "embed":
@@ -57,11 +52,10 @@ def mutate(space, cfg, rng):
         d = pick(space.depth.choices)
         big = space.largest()
         c = replace(c, depth=d, heads=(c.heads + big.heads)[:d], mlp=(c.mlp + big.mlp)[:d],
-                    ops=(c.ops + big.ops)[:d], keep=(c.keep + [c.keep[-1]] * d)[:d])
-    elif axis == "heads":
-        c.heads[i] = pick(space.heads.choices)
-    elif axis == "mlp":
-        c.mlp[i] = pick(space.mlp.choices)
+                    ops=(c.ops + big.ops)[:d], keep=(c.keep + [c.keep[-1]] * d)[:d],
+                    qk=(c.qk + big.qk)[:d], v=(c.v + big.v)[:d])
+    elif axis in ("heads", "qk", "v", "mlp"):
+        getattr(c, axis)[i] = pick(getattr(space, axis).choices)
     else:
         k = pick(space.keep.choices)
         c.keep = [min(v, k) if j >= i else v for j, v in enumerate(c.keep)]
@@ -130,7 +124,7 @@ def main() -> None:
     for cfg in proposals(result):
         consider(cfg)
     tokens = [c.keep for c in proposals(result) if min(c.keep) < 1] + [big.keep]
-    grid = [replace(cut(big, d), embed_dim=e, mlp=[m] * d, keep=keep[:d]) for d in space.depth.choices
+    grid = [replace(big.first(d), embed_dim=e, mlp=[m] * d, keep=keep[:d]) for d in space.depth.choices
             for e in space.embed_dim.choices[-3:] for m in space.mlp.choices[::3] for keep in tokens]
     rng.shuffle(grid)
     before = len(scores)

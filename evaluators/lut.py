@@ -34,15 +34,15 @@ from supernet.storage import write_atomic
 from .latency import LatencyMeter, LatencySetting
 from .runtimes import get_runtime
 
-FORMAT = 4
+FORMAT = 5
 MIN_MARGIN = 0.1   # never skip a config predicted within 10% of the budget: one measurement's noise here
 FEATURES = (
     "fixed",            # per call: input copy, launch/dispatch of stem and head
     "stem",             # patch embedding and head, ∝ embedding width
     "blocks",           # per block: dispatch of its ~15 ops
     "tokens·embed",     # norms, residuals, LayerScale: elementwise over N×E
-    "qkv+proj",         # N×E×(heads·head_dim)
-    "attention",        # N²×(heads·head_dim)
+    "qkv+proj",         # N×E×heads×(2·qk + 2·v)/4: q, k, v and the output projection (head_dim each in the base)
+    "attention",        # N²×heads×(qk + v)/2: the logits and the weighted sum of values
     "heads",            # per head: attention kernels run per head
     "cls attention",    # N²×heads in blocks that materialise attention for a later token drop
     "mlp",              # N×E×M
@@ -50,7 +50,7 @@ FEATURES = (
     "token drops",      # per drop: scoring, top-k, gather
     "scored tokens",    # (N entering)×E at each drop: the scorer's work
     "conv blocks",      # per SPViT conv block
-    "conv",             # N×(heads·head_dim)×9 + N×E×(heads·head_dim)
+    "conv",             # N×(heads·v)×9 + N×E×(heads·v)
 )
 
 
@@ -62,28 +62,29 @@ def features(spec, cfg: SubnetConfig) -> np.ndarray:
 
 @lru_cache(maxsize=65536)
 def _features(spec, key: tuple) -> np.ndarray:
-    cfg = SubnetConfig(key[0], key[1], *(list(v) for v in key[2:]))
+    cfg = SubnetConfig(key[0], key[1], *(None if v is None else list(v) for v in key[2:]))
     f = dict.fromkeys(FEATURES, 0.0)
-    E, hd = cfg.embed_dim, spec.head_dim
+    E = cfg.embed_dim
+    qk, v = cfg.head_widths(spec.head_dim)
     f["fixed"], f["stem"] = 1.0, E
     model = build_subnet(spec, cfg, device="meta")  # free: only its shape decisions are read
     entering = spec.num_patches
     for i, blk in enumerate(model.blocks):
         n = blk.keep_tokens if blk.keep_tokens is not None else entering
-        N, A, M = n + 1, cfg.heads[i] * hd, cfg.mlp[i]
+        N, h, M = n + 1, cfg.heads[i], cfg.mlp[i]
         if blk.keep_tokens is not None:
             f["token drops"] += 1
             f["scored tokens"] += (entering + 1) * E
         f["blocks"] += 1
         f["tokens·embed"] += N * E
         if cfg.ops[i] == "msa":
-            f["qkv+proj"] += N * E * A
-            f["attention"] += N * N * A
+            f["qkv+proj"] += N * E * h * (2 * qk[i] + 2 * v[i]) / 4
+            f["attention"] += N * N * h * (qk[i] + v[i]) / 2
             f["heads"] += cfg.heads[i]
             f["cls attention"] += N * N * cfg.heads[i] if blk.mixer.return_cls_attn else 0
         else:
             f["conv blocks"] += 1
-            f["conv"] += N * A * 9 + N * E * A
+            f["conv"] += N * h * v[i] * 9 + N * E * h * v[i]
         f["mlp"] += N * E * M
         f["mlp units"] += N * M
         entering = n
@@ -161,10 +162,11 @@ class LatencyTable:
             return saving(**{key: axis.min if key == "embed_dim" else [axis.min] * D}) / span if span else 0.0
 
         d = space.depth.min
-        shallow = dict(depth=d, heads=big.heads[:d], mlp=big.mlp[:d], ops=big.ops[:d], keep=big.keep[:d])
+        shallow = dict(depth=d, heads=big.heads[:d], mlp=big.mlp[:d], ops=big.ops[:d], keep=big.keep[:d],
+                       qk=big.qk[:d], v=big.v[:d])
         return UnitCosts(
             total=total, embed=per_unit(space.embed_dim, "embed_dim", 1), head=per_unit(space.heads, "heads", D),
-            mlp=per_unit(space.mlp, "mlp", D), block=saving(**shallow) / (D - d) if D > d else 0.0,
+            qk=per_unit(space.qk, "qk", D), v=per_unit(space.v, "v", D), mlp=per_unit(space.mlp, "mlp", D), block=saving(**shallow) / (D - d) if D > d else 0.0,
             conv_saving=saving(ops=["conv"] * D) / D if "conv" in space.ops else 0.0)
 
     # --- building ---------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import socket
+from dataclasses import replace
 from typing import Callable
 
 import optuna
@@ -54,7 +55,10 @@ def suggest_config(trial: Trial, space) -> SubnetConfig:
     mlp = [_suggest(trial, f"mlp_{i}", space.mlp.choices) for i in range(D)]
     ops = [trial.suggest_categorical(f"ops_{i}", list(space.ops)) for i in range(D)]
     keep = [_suggest(trial, f"keep_{i}", space.keep.choices) for i in range(D)]
-    return repair(SubnetConfig(embed, depth, heads[:depth], mlp[:depth], ops[:depth], keep[:depth]))
+    qk = [_suggest(trial, f"qk_{i}", space.qk.choices) for i in range(D)]
+    v = [_suggest(trial, f"v_{i}", space.v.choices) for i in range(D)]
+    return repair(SubnetConfig(embed, depth, heads[:depth], mlp[:depth], ops[:depth], keep[:depth], qk[:depth],
+                               v[:depth]))
 
 
 def repair(cfg: SubnetConfig) -> SubnetConfig:
@@ -65,16 +69,19 @@ def repair(cfg: SubnetConfig) -> SubnetConfig:
         low = min(low, k)
         keep.append(low)
         ops.append(op if low >= 1.0 else "msa")
-    return SubnetConfig(cfg.embed_dim, cfg.depth, cfg.heads, cfg.mlp, ops, keep)
+    return replace(cfg, ops=ops, keep=keep)
 
 
 def config_params(cfg: SubnetConfig, space) -> dict:
     """The trial parameters that suggest ``cfg`` (blocks past its depth get the largest values)."""
     big = space.largest()
     params = {"embed_dim": cfg.embed_dim, "depth": cfg.depth}
+    qk, v = cfg.head_widths(space.qk.max)
     for i in range(space.depth.max):
         inside = i < cfg.depth
         params[f"heads_{i}"] = cfg.heads[i] if inside else big.heads[i]
+        params[f"qk_{i}"] = qk[i] if inside else big.qk[i]
+        params[f"v_{i}"] = v[i] if inside else big.v[i]
         params[f"mlp_{i}"] = cfg.mlp[i] if inside else big.mlp[i]
         params[f"ops_{i}"] = cfg.ops[i] if inside else "msa"
         params[f"keep_{i}"] = cfg.keep[i] if inside else cfg.keep[-1]

@@ -1,5 +1,5 @@
 """NViT's third step, parameter redistribution: fit smooth trends across depth to a config's kept heads,
-MLP units and token keep ratios, scale them by one factor so the latency table predicts the budget
+head widths, MLP units and token keep ratios, scale them by one factor so the latency table predicts the budget
 (bisection), then retrain both configs and compare them at equal measured latency."""
 from __future__ import annotations
 
@@ -24,14 +24,14 @@ def trend(values: list[float], degree: int = 2) -> np.ndarray:
 
 
 def scaled(space, cfg: SubnetConfig, factor: float) -> SubnetConfig:
-    heads, mlp, keep = trend(cfg.heads), trend(cfg.mlp), trend(cfg.keep)
+    qk, v = cfg.head_widths(space.qk.max)
+    widths = {axis: [snap(getattr(space, axis), min(getattr(space, axis).max, w * factor)) for w in trend(values)]
+              for axis, values in (("heads", cfg.heads), ("qk", qk), ("v", v), ("mlp", cfg.mlp))}
     # the *dropped* share of tokens shrinks as the factor grows (a config without drops never gains any)
-    new_keep = np.minimum.accumulate(np.clip(1 - (1 - keep) / factor, 0, 1))  # dropped tokens stay dropped
+    new_keep = np.minimum.accumulate(np.clip(1 - (1 - trend(cfg.keep)) / factor, 0, 1))  # dropped stay dropped
     out_keep = [snap_keep(space.keep, k) for k in new_keep]
     ops = [op if k >= 1.0 else "msa" for op, k in zip(cfg.ops, out_keep)]
-    return space.validate(SubnetConfig(
-        cfg.embed_dim, cfg.depth, [snap(space.heads, min(space.heads.max, h * factor)) for h in heads],
-        [snap(space.mlp, min(space.mlp.max, m * factor)) for m in mlp], ops, out_keep))
+    return space.validate(SubnetConfig(cfg.embed_dim, cfg.depth, ops=ops, keep=out_keep, **widths))
 
 
 def redistribute(space, table, cfg: SubnetConfig, budget_ms: float, steps: int = 40) -> SubnetConfig:

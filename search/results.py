@@ -10,6 +10,7 @@ import pandas as pd
 from optuna.trial import FrozenTrial
 
 from supernet import ConfigError, SubnetConfig
+from supernet.config import LISTS
 
 METRICS = ["val_top1", "measured_ms", "clock_ms", "ratio_to_base", "predicted_ms", "predicted_ratio", "skip_factor", "flops", "params"]
 
@@ -23,8 +24,8 @@ def trial_row(t: FrozenTrial) -> dict:
     cfg = a.get("config")
     if cfg:
         row.update(embed_dim=cfg["embed_dim"], depth=cfg["depth"])
-        for key in ("heads", "mlp", "ops", "keep"):
-            for i, v in enumerate(cfg[key]):
+        for key in LISTS:
+            for i, v in enumerate(cfg.get(key) or []):
                 row[f"{key}_{i}"] = v
     return row
 
@@ -47,9 +48,10 @@ def pareto_front(df: pd.DataFrame) -> pd.DataFrame:
 
 def config_of(row: pd.Series) -> SubnetConfig:
     d = int(row["depth"])
-    return SubnetConfig(int(row["embed_dim"]), d, [int(row[f"heads_{i}"]) for i in range(d)],
-                        [int(row[f"mlp_{i}"]) for i in range(d)], [str(row[f"ops_{i}"]) for i in range(d)],
-                        [float(row[f"keep_{i}"]) for i in range(d)])
+    kinds = {"heads": int, "qk": int, "v": int, "mlp": int, "ops": str, "keep": float}
+    return SubnetConfig.from_dict({"embed_dim": int(row["embed_dim"]), "depth": d, **{
+        key: [kind(row[f"{key}_{i}"]) for i in range(d)] for key, kind in kinds.items()
+        if f"{key}_0" in row and not pd.isna(row[f"{key}_0"])}})
 
 
 @dataclass

@@ -86,6 +86,7 @@ SCHEMA: dict = {
 # space: per axis, the bounds it takes; an axis's max is the base model's (the largest subnet is the base)
 SPACE = {"embed_dim": {"min": whole(1), "step": whole(1)}, "depth": {"min": whole(1), "step": whole(1)},
          "heads": {"min": whole(1), "step": whole(1)}, "mlp": {"min": whole(1), "step": whole(1)},
+         "qk": {"min": whole(1), "step": whole(1)}, "v": {"min": whole(1), "step": whole(1)},
          "keep": {"min": number(0, 1, above=True), "step": number(0, 1, above=True)}}
 
 

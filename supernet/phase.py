@@ -50,12 +50,12 @@ def _ranks(t: torch.Tensor) -> torch.Tensor:
 def combine(sn, scores: list[dict[str, torch.Tensor]]) -> Importance:
     """One ordering per axis: the mean rank over the methods that score it (magnitude for the others)."""
     fallback = magnitude_importance(sn)
-    base = {"embed": fallback.embed, "heads": torch.stack(fallback.heads), "mlp": torch.stack(fallback.mlp)}
     axes = {}
-    for axis, default in base.items():
+    for axis, default in vars(fallback).items():
         given = [s[axis].cpu() for s in scores if axis in s]
-        axes[axis] = torch.stack([_ranks(t) for t in given]).mean(0) if given else default.cpu()
-    return Importance(embed=axes["embed"], heads=list(axes["heads"]), mlp=list(axes["mlp"]))
+        axes[axis] = (torch.stack([_ranks(t) for t in given]).mean(0) if given else
+                      default.cpu() if axis == "embed" else torch.stack(default).cpu())
+    return Importance(embed=axes.pop("embed"), **{axis: list(t) for axis, t in axes.items()})
 
 
 def _save(path: Path, state: dict) -> None:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .config import OPS, ConfigError, SubnetConfig
+from .config import LISTS, OPS, ConfigError, SubnetConfig
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,8 @@ class SearchSpace:
     embed_dim: IntAxis
     depth: IntAxis
     heads: IntAxis
+    qk: IntAxis      # query/key width of each head (fixed at the head width where the model normalises q, k)
+    v: IntAxis       # value width of each head
     mlp: IntAxis
     keep: KeepAxis
     ops: tuple[str, ...]
@@ -63,14 +65,15 @@ class SearchSpace:
 
     @classmethod
     def for_model(cls, embed_dim: int, depth: int, num_heads: int, mlp_hidden: int, num_patches: int,
-                  bounds: dict | None = None) -> "SearchSpace":
+                  bounds: dict | None = None, head_dim: int = 64, qk_norm: bool = False) -> "SearchSpace":
         """Default bounds (overridable per axis by ``bounds``, e.g. ``{"mlp": {"min": 64, "step": 32}}``).
 
-        Defaults are hardware-friendly: channels in multiples of 16 (embed) and 32 (MLP), whole heads,
-        tokens in eighths; the lower bounds leave a quarter of width, depth and tokens.
+        Defaults are hardware-friendly: channels in multiples of 16 (embed, head widths) and 32 (MLP), whole
+        heads, tokens in eighths; the lower bounds leave a quarter of width, depth and tokens. A model whose
+        attention normalises q and k over the whole head width (``qk_norm``) keeps its query/key width.
         """
         bounds = dict(bounds or {})
-        valid = {"embed_dim", "depth", "heads", "mlp", "keep", "ops"}
+        valid = {"embed_dim", "depth", "heads", "qk", "v", "mlp", "keep", "ops"}
         if set(bounds) - valid:
             raise ConfigError(f"unknown search-space axis {sorted(set(bounds) - valid)}; valid axes are "
                               f"{sorted(valid)}")
@@ -81,6 +84,10 @@ class SearchSpace:
             lo = int(b.get("min", max(step, math.ceil(minimum / step) * step)))
             return IntAxis(min=min(lo, maximum), max=maximum, step=step)
 
+        if qk_norm and bounds.get("qk", {}).get("min", head_dim) < head_dim:
+            raise ConfigError(f"space.qk cannot go below the head width {head_dim}: this model normalises queries "
+                              "and keys over the whole head (qk_norm)")
+        width_step = min(16, max(1, head_dim // 2))  # at least two widths on a narrow head
         ops = tuple(bounds.get("ops", OPS))
         if not ops or set(ops) - set(OPS):
             raise ConfigError(f"space.ops {list(ops)} is invalid; choose from {list(OPS)}")
@@ -88,6 +95,8 @@ class SearchSpace:
             embed_dim=axis("embed_dim", embed_dim, 16, embed_dim / 4),
             depth=axis("depth", depth, 1, max(1, depth // 4)),
             heads=axis("heads", num_heads, 1, 1),
+            qk=axis("qk", head_dim, width_step, head_dim if qk_norm else head_dim / 4),
+            v=axis("v", head_dim, width_step, head_dim / 4),
             mlp=axis("mlp", mlp_hidden, 32, mlp_hidden / 8),
             keep=KeepAxis(**bounds.get("keep", {})),
             ops=ops,
@@ -98,13 +107,13 @@ class SearchSpace:
     def largest(self) -> SubnetConfig:
         d = self.depth.max
         return SubnetConfig(self.embed_dim.max, d, [self.heads.max] * d, [self.mlp.max] * d,
-                            ["msa"] * d, [1.0] * d)
+                            ["msa"] * d, [1.0] * d, [self.qk.max] * d, [self.v.max] * d)
 
     def smallest(self) -> SubnetConfig:
         """Every numeric axis at its lower bound, all blocks MSA (dropping tokens from block 0 rules out conv)."""
         d = self.depth.min
         return SubnetConfig(self.embed_dim.min, d, [self.heads.min] * d, [self.mlp.min] * d,
-                            ["msa"] * d, [self.keep.choices[0]] * d)
+                            ["msa"] * d, [self.keep.choices[0]] * d, [self.qk.min] * d, [self.v.min] * d)
 
     def sample(self, rng=None) -> SubnetConfig:
         """A uniformly drawn valid config. ``rng``: a numpy Generator or a seed."""
@@ -125,6 +134,8 @@ class SearchSpace:
             heads=[pick(self.heads.choices) for _ in range(d)],
             mlp=[pick(self.mlp.choices) for _ in range(d)],
             ops=ops, keep=keep,
+            qk=[pick(self.qk.choices) for _ in range(d)],
+            v=[pick(self.v.choices) for _ in range(d)],
         )
 
     # --- validation --------------------------------------------------------------------------------
@@ -137,12 +148,15 @@ class SearchSpace:
 
         check_int("embed_dim", cfg.embed_dim, self.embed_dim)
         check_int("depth", cfg.depth, self.depth)
-        for key in ("heads", "mlp", "ops", "keep"):
-            n = len(getattr(cfg, key))
-            if n != cfg.depth:
-                raise ConfigError(f"{key} has {n} entries but depth is {cfg.depth}: give one per kept block")
+        for key in LISTS:
+            if getattr(cfg, key) is not None and len(getattr(cfg, key)) != cfg.depth:
+                raise ConfigError(f"{key} has {len(getattr(cfg, key))} entries but depth is {cfg.depth}: give "
+                                  "one per kept block")
+        qk, v = cfg.head_widths(self.qk.max)
         for i in range(cfg.depth):
             check_int(f"heads[{i}]", cfg.heads[i], self.heads)
+            check_int(f"qk[{i}]", qk[i], self.qk)
+            check_int(f"v[{i}]", v[i], self.v)
             check_int(f"mlp[{i}]", cfg.mlp[i], self.mlp)
             if cfg.ops[i] not in self.ops:
                 raise ConfigError(f"ops[{i}]={cfg.ops[i]!r} is not allowed; choose from {list(self.ops)}")

@@ -1,13 +1,15 @@
 """The prunable structure of the supernet, declared once.
 
 ``shared_tensors`` names every shared tensor that holds units of a prunable axis and how: the tensor seen as
-groups of dimensions (a head is ``head_dim`` consecutive rows of qkv), and which of those dimensions are
+groups of dimensions (a head is ``head_dim`` consecutive rows of q), and which of those dimensions are
 axes. ``subnet_layout`` says which shared tensor each weight of a ``SubnetViT`` is cut from. Slicing
 (``Supernet.subnet_weights``), importance reordering, magnitude importance and WDPruning's initial
 saliencies read these two and nothing else, so an axis or a layer is described in one place.
 
-An axis is ``"embed"`` (embedding channels, shared by every block) or ``"heads.i"`` / ``"mlp.i"`` (block i's
-heads / MLP hidden units). Every axis is sorted by importance, so a subnet takes the *first* k units.
+An axis is ``"embed"`` (embedding channels, shared by every block), ``"heads.i"`` / ``"mlp.i"`` (block i's
+heads / MLP hidden units) or ``"qk.i"`` / ``"v.i"`` (the query/key and value channels *of each head* of block
+i: units nested in the heads, ``NESTED``, so each head orders its own). Every axis is sorted by importance, so
+a subnet takes the *first* k units.
 """
 from __future__ import annotations
 
@@ -21,27 +23,36 @@ from .config import SubnetConfig
 from .scorers import SCORERS
 from .subnet import ModelSpec, conv_kernel
 
+NESTED = {"qk": "heads", "v": "heads"}  # an axis whose units are counted within each unit of another
+
+
+def nested(axis: str) -> bool:
+    return axis.split(".")[0] in NESTED
+
 
 @dataclass(frozen=True)
 class Shared:
-    """A shared tensor (``row`` of it, if set) seen as ``groups``: each of its dimensions split into
-    sub-dimensions; ``axes`` maps a flat sub-dimension to the axis whose units it holds."""
+    """A shared tensor (its ``part`` = (n, i): the i-th of n equal slices along dimension 0, if set) seen as
+    ``groups``: each of its dimensions split into sub-dimensions; ``axes`` maps a flat sub-dimension to the
+    axis whose units it holds (a nested axis comes right after the axis it is nested in)."""
 
     groups: tuple[tuple[int, ...], ...]
     axes: dict[int, str] = field(default_factory=dict)
-    row: int | None = None
+    part: tuple[int, int] | None = None
 
     def view(self, t: torch.Tensor) -> torch.Tensor:
-        return (t if self.row is None else t[self.row]).view([n for g in self.groups for n in g])
+        if self.part is not None:
+            t = t.unflatten(0, (self.part[0], -1))[self.part[1]]
+        return t.view([n for g in self.groups for n in g])
 
 
 @dataclass(frozen=True)
 class Cut:
-    """A subnet weight: shared tensor ``name`` cut to the subnet's axis sizes; ``pick`` selects one index of
-    a sub-dimension (the value third of qkv for SPViT's conv), ``make`` derives the weight from the cut."""
+    """A subnet weight: the shared tensors ``parts`` (names in ``Supernet.shared``) each cut to the subnet's
+    axis sizes and concatenated along dimension 0 (qkv is [q | k | v]); ``make`` derives the weight from
+    the cut."""
 
-    name: str
-    pick: dict[int, int] = field(default_factory=dict)
+    parts: tuple[str, ...]
     make: Callable[[torch.Tensor], torch.Tensor] | None = None
 
 
@@ -66,10 +77,10 @@ def shared_tensors(sn) -> dict[str, Shared]:
             if f"{prefix}.{p}" in params:
                 embed_last(f"{prefix}.{p}")
 
-    def linear(prefix, out_axis, in_axis, out_groups=None, in_groups=None):
+    def linear(prefix, out_axis, in_axis, out_groups=None):
         """A Linear whose output units are ``out_axis`` and inputs ``in_axis`` (None: whole)."""
         w = params[f"{prefix}.weight"]
-        og, ig = out_groups or (w.shape[0],), in_groups or (w.shape[1],)
+        og, ig = out_groups or (w.shape[0],), (w.shape[1],)
         axes = {}
         if out_axis:
             axes[out_axis[0]] = out_axis[1]
@@ -91,8 +102,16 @@ def shared_tensors(sn) -> dict[str, Shared]:
         b, heads, mlp = f"vit.blocks.{i}", f"heads.{i}", f"mlp.{i}"
         norm(f"{b}.norm1")
         norm(f"{b}.norm2")
-        linear(f"{b}.attn.qkv", (1, heads), (0, "embed"), out_groups=(3, H, hd))
-        linear(f"{b}.attn.proj", (0, "embed"), (0, heads), in_groups=(H, hd))
+        for n, (part, width) in enumerate((("q", f"qk.{i}"), ("k", f"qk.{i}"), ("v", f"v.{i}"))):
+            # qkv's rows are [q | k | v], each head-major: one Shared per third, its width axis per head
+            # (q and k normalised over the whole head width, one norm weight for all heads: no qk axis)
+            axes = {0: heads, 2: "embed"} | ({} if s.qk_norm and part != "v" else {1: width})
+            out[f"{b}.attn.qkv.weight#{part}"] = Shared(((H, hd), (E,)), dict(sorted(axes.items())), (3, n))
+            if f"{b}.attn.qkv.bias" in params:
+                out[f"{b}.attn.qkv.bias#{part}"] = Shared(((H, hd),), {k: a for k, a in axes.items() if k < 2}, (3, n))
+        out[f"{b}.attn.proj.weight"] = Shared(((E,), (H, hd)), {0: "embed", 1: heads, 2: f"v.{i}"})
+        if f"{b}.attn.proj.bias" in params:
+            embed_last(f"{b}.attn.proj.bias")
         for qk in ("q_norm", "k_norm"):  # per head-dimension: never cut
             for p in ("weight", "bias"):
                 if f"{b}.attn.{qk}.{p}" in params:
@@ -108,7 +127,7 @@ def shared_tensors(sn) -> dict[str, Shared]:
         for ls in ("ls1", "ls2"):
             if f"{b}.{ls}.gamma" in params:
                 embed_last(f"{b}.{ls}.gamma")
-        out[f"conv_offsets#{i}"] = Shared(((H,), (9,)), {0: heads}, row=i)
+        out[f"conv_offsets#{i}"] = Shared(((H,), (9,)), {0: heads}, (s.depth, i))
     for head in ["vit"] + [f"exits.{d}" for d in sn.exits]:
         norm(f"{head}.norm")
         norm(f"{head}.fc_norm")
@@ -135,68 +154,74 @@ def subnet_layout(sn, cfg: SubnetConfig, template) -> dict[str, Cut]:
     for key in template.state_dict():
         top, *rest = key.split(".")
         if top in ("norm", "fc_norm", "head", "head_dist"):
-            layout[key] = Cut(f"{classifier}.{key}")
+            layout[key] = Cut((f"{classifier}.{key}",))
         elif top != "blocks":
-            layout[key] = Cut(f"vit.{key}")
+            layout[key] = Cut((f"vit.{key}",))
         elif rest[1] == "scorer":
-            layout[key] = Cut(f"token_scorers.{s.scorer}.{rest[0]}.{'.'.join(rest[2:])}")
+            layout[key] = Cut((f"token_scorers.{s.scorer}.{rest[0]}.{'.'.join(rest[2:])}",))
         elif rest[1:] == ["mixer", "kernel"]:  # SPViT's 3×3 kernel, made from this block's offset table
-            h = cfg.heads[int(rest[0])]
-            layout[key] = Cut(f"conv_offsets#{rest[0]}", make=lambda o, h=h: conv_kernel(o, h, s.head_dim))
+            i = int(rest[0])
+            h, v = cfg.heads[i], cfg.head_widths(s.head_dim)[1][i]
+            layout[key] = Cut((f"conv_offsets#{i}",), make=lambda o, h=h, v=v: conv_kernel(o, h, v))
         elif rest[1:3] == ["mixer", "v"]:  # SPViT's conv reuses the value third of this block's qkv
-            layout[key] = Cut(f"vit.blocks.{rest[0]}.attn.qkv.{rest[3]}", pick={0: 2})
+            layout[key] = Cut((f"vit.blocks.{rest[0]}.attn.qkv.{rest[3]}#v",))
+        elif rest[1:3] == ["mixer", "qkv"]:
+            layout[key] = Cut(tuple(f"vit.blocks.{rest[0]}.attn.qkv.{rest[3]}#{p}" for p in "qkv"))
         else:
-            layout[key] = Cut("vit." + key.replace(".mixer.", ".attn.", 1))
+            layout[key] = Cut(("vit." + key.replace(".mixer.", ".attn.", 1),))
     return layout
 
 
-def axis_sizes(cfg: SubnetConfig) -> dict[str, int]:
-    """How many units of each axis ``cfg`` keeps."""
+def axis_sizes(cfg: SubnetConfig, head_dim: int) -> dict[str, int]:
+    """How many units of each axis ``cfg`` keeps (of a nested axis: in each kept unit of its parent)."""
     sizes = {"embed": cfg.embed_dim}
+    qk, v = cfg.head_widths(head_dim)
     for i in range(cfg.depth):
-        sizes[f"heads.{i}"], sizes[f"mlp.{i}"] = cfg.heads[i], cfg.mlp[i]
+        sizes[f"heads.{i}"], sizes[f"mlp.{i}"], sizes[f"qk.{i}"], sizes[f"v.{i}"] = cfg.heads[i], cfg.mlp[i], qk[i], v[i]
     return sizes
 
 
 def tensor(sn, name: str) -> torch.Tensor:
-    """The whole shared tensor ``name`` refers to (a ``#row`` suffix names a row of it)."""
+    """The whole shared tensor ``name`` refers to (a ``#part`` suffix names a part of it)."""
     return sn.get_parameter(name.split("#")[0])
 
 
-def cut(t: torch.Tensor, shared: Shared, sizes: dict[str, int], pick: dict[int, int] | None = None
-        ) -> torch.Tensor:
+def cut(t: torch.Tensor, shared: Shared, sizes: dict[str, int]) -> torch.Tensor:
     """``t`` cut to the first ``sizes[axis]`` units of each axis (a view where the layout allows)."""
     v = shared.view(t)
     for dim, axis in shared.axes.items():
         v = v.narrow(dim, 0, sizes[axis])
-    kept = [d for d in range(v.dim()) if d not in (pick or {})]
-    for dim, index in sorted((pick or {}).items(), reverse=True):
-        v = v.select(dim, index)
-    shape, flat = [], 0
-    for g in shared.groups:  # merge each original dimension's remaining sub-dimensions back
-        dims = [d for d in range(flat, flat + len(g)) if d in kept]
-        shape.append(math.prod(v.shape[kept.index(d)] for d in dims))
+    return v.reshape([math.prod(v.shape[d] for d in dims) for dims in _flat_dims(shared)])
+
+
+def _flat_dims(shared: Shared) -> list[range]:
+    """The flat sub-dimensions of each original dimension."""
+    dims, flat = [], 0
+    for g in shared.groups:
+        dims.append(range(flat, flat + len(g)))
         flat += len(g)
-    return v.reshape(shape)
+    return dims
 
 
 def subnet_weights(sn, cfg: SubnetConfig) -> dict[str, torch.Tensor]:
     """The subnet's weights, named as in ``SubnetViT``, cut from the shared tensors (views where possible)."""
-    shared, sizes = sn.shared, axis_sizes(cfg)
+    shared, sizes = sn.shared, axis_sizes(cfg, sn.spec.head_dim)
     weights = {}
     for key, c in sn.template(cfg).layout.items():
-        w = cut(tensor(sn, c.name), shared[c.name], sizes, c.pick)
+        parts = [cut(tensor(sn, name), shared[name], sizes) for name in c.parts]
+        w = parts[0] if len(parts) == 1 else torch.cat(parts)
         weights[key] = c.make(w) if c.make else w
     return weights
 
 
 def unit_magnitudes(sn) -> dict[str, torch.Tensor]:
-    """Per axis, each unit's L1 norm over every shared weight it owns."""
+    """Per axis, each unit's L1 norm over every shared weight it owns ([heads, width] for a nested axis)."""
     scores: dict[str, torch.Tensor] = {}
     for name, shared in sn.shared.items():
         v = shared.view(tensor(sn, name)).detach().abs()
         for dim, axis in shared.axes.items():
-            others = [d for d in range(v.dim()) if d != dim]
+            own = (dim - 1, dim) if nested(axis) else (dim,)
+            others = [d for d in range(v.dim()) if d not in own]
             per_unit = v.sum(dim=others) if others else v  # (sum over an empty list would sum everything)
             scores[axis] = scores[axis] + per_unit if axis in scores else per_unit
     return scores
@@ -204,10 +229,18 @@ def unit_magnitudes(sn) -> dict[str, torch.Tensor]:
 
 @torch.no_grad()
 def permute(sn, orders: dict[str, torch.Tensor]) -> None:
-    """Permute every shared tensor's units in place (``orders[axis]``: new position -> old unit), so that
-    optimisers keep pointing at the same parameters."""
+    """Permute every shared tensor's units in place (``orders[axis]``: new position -> old unit; for a nested
+    axis one row per unit of its parent, in the parent's new order), so that optimisers keep pointing at the
+    same parameters."""
     for name, shared in sn.shared.items():
         v = shared.view(tensor(sn, name))
-        for dim, axis in shared.axes.items():
-            if axis in orders:
-                v.copy_(v.index_select(dim, orders[axis].to(v.device)))
+        for dim, axis in shared.axes.items():  # in dimension order: a parent before the axis nested in it
+            if axis not in orders:
+                continue
+            order = orders[axis].to(v.device)
+            if nested(axis):  # each parent unit's own order, along dimension ``dim``
+                shape = [1] * v.dim()
+                shape[dim - 1], shape[dim] = order.shape
+                v.copy_(v.gather(dim, order.view(shape).expand(v.shape)))
+            else:
+                v.copy_(v.index_select(dim, order))

@@ -105,31 +105,35 @@ def patch_attention(spec: ModelSpec, attn: torch.Tensor) -> torch.Tensor:
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention over ``heads`` whole heads of the base model's head width."""
+    """Multi-head self-attention over ``heads`` heads, each with ``qk`` query/key and ``v`` value channels
+    (of the base model's ``head_dim``). The logits keep the base model's scale, 1/sqrt(head_dim): a narrower
+    head drops terms of the dot product, it does not rescale the rest (the largest subnet is the base)."""
 
-    def __init__(self, spec: ModelSpec, dim: int, heads: int, return_cls_attn: bool):
+    def __init__(self, spec: ModelSpec, dim: int, heads: int, qk: int, v: int, return_cls_attn: bool):
         super().__init__()
         self.spec = spec
-        self.heads, self.head_dim = heads, spec.head_dim
+        self.heads, self.qk, self.v = heads, qk, v
         self.return_cls_attn = return_cls_attn  # only the block whose attention scores a later token drop
-        self.qkv = nn.Linear(dim, 3 * heads * spec.head_dim, bias=spec.qkv_bias)
-        self.q_norm = _norm(spec, spec.head_dim, spec.qk_norm)
-        self.k_norm = _norm(spec, spec.head_dim, spec.qk_norm)
-        self.proj = nn.Linear(heads * spec.head_dim, dim, bias=spec.proj_bias)
+        self.qkv = nn.Linear(dim, heads * (2 * qk + v), bias=spec.qkv_bias)  # [q | k | v], head-major in each
+        self.q_norm = _norm(spec, qk, spec.qk_norm)  # (the space keeps qk whole when they are normalised)
+        self.k_norm = _norm(spec, qk, spec.qk_norm)
+        self.proj = nn.Linear(heads * v, dim, bias=spec.proj_bias)
         self.softmax = nn.Softmax(dim=-1)  # a module, so the gate methods can read and mask the map (hooks)
 
     def forward(self, x):
         B, N, _ = x.shape
-        q, k, v = self.qkv(x).reshape(B, N, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        h, scale = self.heads, self.spec.head_dim ** -0.5
+        q, k, v = (t.reshape(B, N, h, -1).transpose(1, 2)
+                   for t in self.qkv(x).split([h * self.qk, h * self.qk, h * self.v], dim=-1))
         q, k = self.q_norm(q), self.k_norm(k)
         cls_attn = None
         if self.return_cls_attn or self.softmax._forward_hooks:  # the map is read: compute it explicitly
-            attn = self.softmax((q * self.head_dim ** -0.5) @ k.transpose(-2, -1))
+            attn = self.softmax((q * scale) @ k.transpose(-2, -1))
             x = attn @ v
             if self.return_cls_attn:
                 cls_attn = patch_attention(self.spec, attn)
         else:
-            x = F.scaled_dot_product_attention(q, k, v)
+            x = F.scaled_dot_product_attention(q, k, v, scale=scale)
         return self.proj(x.transpose(1, 2).reshape(B, N, -1)), cls_attn
 
 
@@ -139,10 +143,10 @@ class ConvMixer(nn.Module):
     heads by a learned head-to-offset table). Each prefix token takes the mean of all values, the output a
     uniform attention would give it."""
 
-    def __init__(self, spec: ModelSpec, dim: int, heads: int):
+    def __init__(self, spec: ModelSpec, dim: int, heads: int, v: int):
         super().__init__()
         self.grid, self.prefix = spec.grid, spec.prefix
-        width = heads * spec.head_dim
+        width = heads * v
         self.v = nn.Linear(dim, width, bias=spec.qkv_bias)
         self.kernel = nn.Parameter(torch.zeros(width, 1, 3, 3))
         self.proj = nn.Linear(width, dim, bias=spec.proj_bias)
@@ -220,15 +224,15 @@ def readout(spec: ModelSpec, x: torch.Tensor, head: nn.Module) -> torch.Tensor:
 
 
 class Block(nn.Module):
-    def __init__(self, spec: ModelSpec, dim: int, heads: int, mlp: int, op: str,
+    def __init__(self, spec: ModelSpec, dim: int, heads: int, qk: int, v: int, mlp: int, op: str,
                  keep_tokens: int | None, return_cls_attn: bool):
         super().__init__()
         self.spec = spec
         self.keep_tokens = keep_tokens  # patch tokens kept on entry; None = no drop here
         self.scorer = build_scorer(spec.scorer, dim, spec.embed_dim) if keep_tokens is not None else None
         self.norm1 = _norm(spec, dim)
-        self.mixer = (Attention(spec, dim, heads, return_cls_attn) if op == "msa"
-                      else ConvMixer(spec, dim, heads))
+        self.mixer = (Attention(spec, dim, heads, qk, v, return_cls_attn) if op == "msa"
+                      else ConvMixer(spec, dim, heads, v))
         self.ls1 = LayerScale(dim) if spec.layer_scale else nn.Identity()
         self.norm2 = _norm(spec, dim)
         self.mlp = Mlp(spec, dim, mlp)
@@ -275,8 +279,9 @@ class SubnetViT(nn.Module):
                 scored_by[last_msa] = i
             if cfg.ops[i] == "msa":
                 last_msa = i
+        qk, v = cfg.head_widths(spec.head_dim)
         self.blocks = nn.ModuleList(
-            Block(spec, dim, cfg.heads[i], cfg.mlp[i], cfg.ops[i],
+            Block(spec, dim, cfg.heads[i], qk[i], v[i], cfg.mlp[i], cfg.ops[i],
                   tokens[i] if drops[i] else None, scored_by[i] is not None)
             for i in range(cfg.depth))
         self.norm = _norm(spec, dim, spec.final_norm)
@@ -310,7 +315,8 @@ def build_subnet(spec: ModelSpec, cfg: SubnetConfig, device: torch.device | str 
         return SubnetViT(spec, cfg)
 
 
-def conv_kernel(offsets: torch.Tensor, heads: int, head_dim: int) -> torch.Tensor:
-    """Depthwise 3×3 kernel for the first ``heads`` heads from a [num_heads, 9] head-to-offset table."""
-    return offsets[:heads].repeat_interleave(head_dim, dim=0).view(heads * head_dim, 1, 3, 3)
+def conv_kernel(offsets: torch.Tensor, heads: int, v: int) -> torch.Tensor:
+    """Depthwise 3×3 kernel for the first ``heads`` heads, ``v`` value channels each, from a [num_heads, 9]
+    head-to-offset table."""
+    return offsets[:heads].repeat_interleave(v, dim=0).view(heads * v, 1, 3, 3)
 

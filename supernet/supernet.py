@@ -109,7 +109,7 @@ class Supernet(nn.Module):
         self.vit = vit
         s = self.spec
         self.space = SearchSpace.for_model(s.embed_dim, s.depth, s.num_heads, s.mlp_hidden,
-                                           s.num_patches, bounds)
+                                           s.num_patches, bounds, s.head_dim, s.qk_norm)
         # WDPruning: a classifier after every shallower depth, initialised from the final one
         final = [k for k in ("norm", "fc_norm", "head", "head_dist") if hasattr(vit, k)]
         self.exits = nn.ModuleDict({

@@ -21,7 +21,7 @@ start = {k: v.clone() for k, v in sn.state_dict().items()}
 g = torch.Generator().manual_seed(0)
 data = TensorDataset(torch.randn(64, 1, 32, 32, generator=g), torch.randint(0, 10, (64,), generator=g))
 loader = DataLoader(data, batch_size=32, shuffle=True)  # the global batch; each process takes its half
-costs = UnitCosts(total=0.5, embed=1e-3, head=5e-3, mlp=5e-5, block=0.1, conv_saving=0.01)
+costs = UnitCosts(total=0.5, embed=1e-3, head=5e-3, qk=2e-4, v=2e-4, mlp=5e-5, block=0.1, conv_saving=0.01)
 torch.manual_seed(0)
 for name in ("vitslim", "wdpruning"):
     learn(sn, build_method(name, sn, costs), loader, steps=2)

@@ -14,7 +14,7 @@ from supernet.importance import reorder
 from supernet.phase import combine, resolve_methods
 from supernet.scorers import SCORERS
 
-COSTS = UnitCosts(total=0.5, embed=1e-3, head=5e-3, mlp=5e-5, block=0.1, conv_saving=0.01)
+COSTS = UnitCosts(total=0.5, embed=1e-3, head=5e-3, qk=2e-4, v=2e-4, mlp=5e-5, block=0.1, conv_saving=0.01)
 
 
 def _loader(n=64, batch=16, seed=0):
@@ -28,8 +28,7 @@ def _quiet(*_):
 
 
 def _shallow(sn, d):
-    c = sn.space.largest()
-    return SubnetConfig(c.embed_dim, d, c.heads[:d], c.mlp[:d], c.ops[:d], c.keep[:d])
+    return sn.space.largest().first(d)
 
 
 def test_gated_forward_without_masks_is_the_supernet():
@@ -50,6 +49,21 @@ def test_gated_forward_without_masks_is_the_supernet():
         mlp[:, 64:] = 0
         small = SubnetConfig(48, 4, [2] * 4, [64] * 4, ["msa"] * 4, [1.0] * 4)
         assert torch.allclose(gated_forward(sn, x, Masks(heads=heads, mlp=mlp)).logits, sn(x, small), atol=1e-5)
+
+
+def test_zero_channel_masks_are_the_narrower_heads():
+    """Query/key and value channels of each head masked to 0 = the subnet with narrower heads, in MSA blocks
+    and in SPViT's conv made of the same values."""
+    sn = Supernet.from_timm(micro_vit()).eval()
+    x = torch.randn(3, 1, 32, 32)
+    qk, v = torch.ones(4, 3, 16), torch.ones(4, 3, 16)
+    qk[:, :, 8:] = 0
+    v[:2, :, 8:] = 0
+    narrow = SubnetConfig(48, 4, [3] * 4, [192] * 4, ["msa"] * 4, [1.0] * 4, [8] * 4, [8, 8, 16, 16])
+    with torch.no_grad():
+        assert torch.allclose(gated_forward(sn, x, Masks(qk=qk, v=v)).logits, sn(x, narrow), atol=1e-5)
+        conv = SubnetConfig(48, 4, [3] * 4, [192] * 4, ["conv"] * 4, [1.0] * 4, [16] * 4, [8, 8, 16, 16])
+        assert torch.allclose(gated_forward(sn, x, Masks(v=v, msa=torch.zeros(4))).logits, sn(x, conv), atol=1e-5)
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
@@ -101,6 +115,17 @@ def test_taylor_importance_is_the_gradient_times_weight_of_the_group():
     fc2 = sn.vit.blocks[1].mlp.fc2.weight
     for unit in (0, 17):
         assert torch.allclose(nvit.mlp.grad[1, unit], (fc2.grad[:, unit] * fc2[:, unit]).sum(), atol=1e-6)
+    # a query channel: its row of qkv (weight and bias); a value channel: its column of proj
+    sn.zero_grad()
+    loss = torch.nn.functional.cross_entropy(gated_forward(sn, x, Masks(qk=nvit.qk, v=nvit.v)).logits, y)
+    loss.backward()
+    attn = sn.vit.blocks[2].attn
+    for head, channel in ((0, 3), (2, 11)):
+        row = head * 16 + channel
+        taylor = (attn.qkv.weight.grad[row] * attn.qkv.weight[row]).sum() + attn.qkv.bias.grad[row] * attn.qkv.bias[row]
+        assert torch.allclose(nvit.qk.grad[2, head, channel], taylor, atol=1e-6)
+        column = (attn.proj.weight.grad[:, row] * attn.proj.weight[:, row]).sum()
+        assert torch.allclose(nvit.v.grad[2, head, channel], column, atol=1e-6)
 
 
 def test_binary_mask_is_binary_forward_and_differentiable():
@@ -132,7 +157,8 @@ def test_every_method_learns_and_proposes_valid_configs(name):
     if trained:
         assert any(not torch.equal(a, b) for a, b in zip(trained, method.trainable(sn)))
     s = sn.spec
-    shapes = {"embed": (s.embed_dim,), "heads": (s.depth, s.num_heads), "mlp": (s.depth, s.mlp_hidden)}
+    shapes = {"embed": (s.embed_dim,), "heads": (s.depth, s.num_heads), "mlp": (s.depth, s.mlp_hidden),
+              "qk": (s.depth, s.num_heads, s.head_dim), "v": (s.depth, s.num_heads, s.head_dim)}
     for axis, scores in method.importance().items():
         assert tuple(scores.shape) == shapes[axis]
     proposals = method.proposals(sn)

@@ -22,7 +22,7 @@ def test_suggestion_names_every_block_and_repairs_to_valid_configs():
         cfg = suggest_config(trial, sn.space)
         sn.space.validate(cfg)  # repaired: keep non-increasing, conv only before the first drop
         names = set(trial.params)
-        assert {f"{k}_{i}" for k in ("heads", "mlp", "ops", "keep") for i in range(4)} <= names
+        assert {f"{k}_{i}" for k in ("heads", "qk", "v", "mlp", "ops", "keep") for i in range(4)} <= names
         study.tell(trial, [0.5, 1.0])
 
 
@@ -36,6 +36,11 @@ def test_config_params_round_trip_through_a_trial():
         trial = study.ask()
         assert suggest_config(trial, sn.space) == cfg
         study.tell(trial, [0.0, 0.0])
+    # a version-1 config (no head widths) is suggested as the base head width
+    old = SubnetConfig(48, 2, [3, 2], [192, 96], ["msa", "msa"], [1.0, 0.5])
+    study.enqueue_trial(config_params(old, sn.space))
+    assert suggest_config(study.ask(), sn.space) == SubnetConfig(48, 2, [3, 2], [192, 96], ["msa", "msa"], [1.0, 0.5],
+                                                                 [16, 16], [16, 16])
 
 
 def test_repair():

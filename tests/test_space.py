@@ -10,6 +10,17 @@ def test_default_bounds_are_hardware_friendly(sn):
     assert space.heads.choices == [1, 2, 3]
     assert space.keep.choices == [0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0]
     assert space.depth.choices == [1, 2, 3, 4]
+    assert space.qk.choices == space.v.choices == [8, 16]  # two widths on the 16-wide heads of the test model
+    deit_tiny = SearchSpace.for_model(192, 12, 3, 768, 64, head_dim=64)
+    assert deit_tiny.qk.choices == deit_tiny.v.choices == [16, 32, 48, 64]
+
+
+def test_normalised_queries_and_keys_keep_their_width():
+    """q_norm/k_norm normalise over the whole head width with one weight for every head: no qk axis there."""
+    space = SearchSpace.for_model(192, 12, 3, 768, 64, head_dim=64, qk_norm=True)
+    assert space.qk.choices == [64] and space.v.choices == [16, 32, 48, 64]
+    with pytest.raises(ConfigError, match="space.qk cannot go below the head width 64"):
+        SearchSpace.for_model(192, 12, 3, 768, 64, {"qk": {"min": 32}}, head_dim=64, qk_norm=True)
 
 
 def test_bounds_overridable_and_checked():
@@ -41,6 +52,9 @@ def _cfg(**kw):
     (dict(heads=[3]), r"heads has 1 entries but depth is 2"),
     (dict(heads=[4, 3]), r"heads\[0\]=4 is not allowed"),
     (dict(mlp=[192, 100]), r"mlp\[1\]=100 is not allowed"),
+    (dict(qk=[16, 12]), r"qk\[1\]=12 is not allowed: choose a multiple of 8"),
+    (dict(v=[16, 32]), r"v\[1\]=32 is not allowed"),
+    (dict(v=[16]), r"v has 1 entries but depth is 2"),
     (dict(ops=["msa", "ffn"]), r"ops\[1\]='ffn' is not allowed"),
     (dict(keep=[1.0, 0.3]), r"keep\[1\]=0.3 is not allowed"),
     (dict(keep=[0.5, 0.75]), r"keep must be non-increasing"),

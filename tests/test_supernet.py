@@ -22,6 +22,8 @@ def axis_extremes(space) -> list[SubnetConfig]:
                                                              for x in (big.heads, big.mlp, big.ops, big.keep))))
     out.append(SubnetConfig(big.embed_dim, d, [space.heads.min] * d, big.mlp, big.ops, big.keep))
     out.append(SubnetConfig(big.embed_dim, d, big.heads, [space.mlp.min] * d, big.ops, big.keep))
+    out.append(SubnetConfig(big.embed_dim, d, big.heads, big.mlp, big.ops, big.keep, qk=[space.qk.min] * d))
+    out.append(SubnetConfig(big.embed_dim, d, big.heads, big.mlp, big.ops, big.keep, v=[space.v.min] * d))
     out.append(SubnetConfig(big.embed_dim, d, big.heads, big.mlp, ["conv"] * d, big.keep))
     out.append(SubnetConfig(big.embed_dim, d, big.heads, big.mlp, big.ops, [space.keep.min] * d))
     # tokens dropped after conv blocks only (scorer has no attention to read), then again after MSA
@@ -137,7 +139,7 @@ def test_exported_conv_and_token_dropping_give_the_supernets_logits(sn, runtime,
 
     sn.use_scorer(scorer)
     cfg = SubnetConfig(embed_dim=32, depth=3, heads=[2, 1, 3], mlp=[64, 96, 128], ops=["conv", "msa", "msa"],
-                       keep=[1.0, 0.75, 0.5])
+                       keep=[1.0, 0.75, 0.5], qk=[16, 8, 8], v=[8, 16, 8])
     x = torch.randn(2, 1, 32, 32)  # two images: each keeps its own tokens
     with torch.no_grad():
         expected = sn(x, cfg)
@@ -209,7 +211,7 @@ def test_newer_timm_families_export_to_onnx_exactly(family, tmp_path):
 
     sn = Supernet.from_timm(family_vit(family)).eval()
     cfg = SubnetConfig(embed_dim=32, depth=3, heads=[2, 1, 3], mlp=[64, 96, 128], ops=["conv", "msa", "msa"],
-                       keep=[1.0, 0.75, 0.5])
+                       keep=[1.0, 0.75, 0.5], qk=[16, 8, 8], v=[8, 16, 8])
     x = torch.randn(2, 1, 32, 32)
     with torch.no_grad():
         expected = sn(x, cfg)

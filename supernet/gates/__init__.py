@@ -35,6 +35,8 @@ class UnitCosts:
     total: float        # the full model
     embed: float        # one embedding channel (across all blocks)
     head: float         # one head in one block
+    qk: float           # one query/key channel of every head in one block
+    v: float            # one value channel of every head in one block
     mlp: float          # one MLP unit in one block
     block: float        # one block
     conv_saving: float  # turning one block's MSA into conv (negative when conv is slower)
@@ -62,7 +64,8 @@ class GateMethod(nn.Module, metaclass=abc.ABCMeta):
         """Called after each backward pass, before the optimiser step (NViT accumulates here)."""
 
     def importance(self) -> dict[str, torch.Tensor]:
-        """Scores, higher = more important: any of "embed" [E], "heads" [D, H], "mlp" [D, M]."""
+        """Scores, higher = more important: any of "embed" [E], "heads" [D, H], "mlp" [D, M], "qk" and "v"
+        [D, H, head_dim]."""
         return {}
 
     @abc.abstractmethod
@@ -137,19 +140,23 @@ def snap_keep(axis: KeepAxis, value: float) -> float:
 
 
 def global_counts(scores: torch.Tensor, keep: float, axis: IntAxis) -> list[int]:
-    """Per-block counts under one global threshold that keeps a ``keep`` fraction of all units."""
+    """Per-block counts under one global threshold that keeps a ``keep`` fraction of all units; of scores
+    per head ([D, H, width]), the mean count per head (a block's heads share one width)."""
     flat = scores.flatten().float()
     k = max(1, math.ceil(keep * flat.numel()))
     threshold = flat.topk(k).values[-1]
-    return [snap(axis, int((row >= threshold).sum())) for row in scores]
+    per_unit = scores[0].shape[0] if scores.dim() == 3 else 1
+    return [snap(axis, int((row >= threshold).sum()) / per_unit) for row in scores]
 
 
-def make_config(space, embed=None, depth=None, heads=None, mlp=None, ops=None, keep=None) -> SubnetConfig:
+def make_config(space, embed=None, depth=None, heads=None, mlp=None, ops=None, keep=None, qk=None,
+                v=None) -> SubnetConfig:
     """A config from any subset of axes (the rest at their largest), cut to ``depth`` and validated."""
     big = space.largest()
     d = depth or big.depth
     cfg = SubnetConfig(embed or big.embed_dim, d, list(heads or big.heads)[:d], list(mlp or big.mlp)[:d],
-                       list(ops or big.ops)[:d], list(keep or big.keep)[:d])
+                       list(ops or big.ops)[:d], list(keep or big.keep)[:d], list(qk or big.qk)[:d],
+                       list(v or big.v)[:d])
     return space.validate(cfg)
 
 

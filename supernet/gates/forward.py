@@ -23,6 +23,8 @@ from ..subnet import conv_kernel, conv_mix, readout
 class Masks:
     embed: torch.Tensor | None = None   # [E]
     heads: torch.Tensor | None = None   # [D, H]
+    qk: torch.Tensor | None = None      # [D, H, head_dim]: each head's query/key channels (on q)
+    v: torch.Tensor | None = None       # [D, H, head_dim]: each head's value channels
     mlp: torch.Tensor | None = None     # [D, M]
     msa: torch.Tensor | None = None     # [D]: weight of the MSA branch, the conv branch gets 1 - msa
 
@@ -89,9 +91,15 @@ def gated_forward(sn, x: torch.Tensor, masks: Masks | None = None,
         if m.embed is not None:
             for norm in (blk.norm1, blk.norm2):
                 on(norm, "hook", lambda _, args, out: out * m.embed)
-        if m.heads is not None:  # each head's output (and, under the conv mix, its value channels)
-            on(attn.proj, "pre_hook", lambda _, args, i=i: (
-                (args[0].unflatten(-1, (H, hd)) * m.heads[i].view(H, 1)).flatten(-2),))
+        if m.qk is not None:  # a query channel at 0 removes its term from every head's dot products
+            on(attn.qkv, "hook", lambda _, args, out, i=i: (
+                out.unflatten(-1, (3, H, hd)) * torch.stack([m.qk[i], torch.ones_like(m.qk[i]),
+                                                             torch.ones_like(m.qk[i])])).flatten(-3))
+        if m.heads is not None or m.v is not None:  # each head's output channels (under the conv mix too)
+            def outputs(_, args, i=i):
+                scale = (m.heads[i].view(H, 1) if m.heads is not None else 1) * (m.v[i] if m.v is not None else 1)
+                return (args[0].unflatten(-1, (H, hd)) * scale).flatten(-2),
+            on(attn.proj, "pre_hook", outputs)
         if m.mlp is not None:
             on(blk.mlp.fc2, "pre_hook", lambda _, args, i=i: (args[0] * m.mlp[i],))
         if decide is not None or taps:  # the attention map is masked by the keep policy, or read

@@ -1,0 +1,180 @@
+"""Does the search earn its compute? (issue 13) vitnas against uniform narrowing at equal total compute.
+
+    python benchmarks/uniform.py [--config FILE] [--budgets 0.7,0.5,0.35] [--trials 100] [--out DIR]
+
+vitnas: one gradient phase (paid once, serving every budget), then per budget ``search run`` (the product's
+main job: a study, the winner retrained with the product's recipe and re-measured in a fresh process).
+Uniform: the base model with every width narrowed by one factor — embedding, each head's query/key and
+value widths, MLP; same depth, every head, every token — magnitude-pruned (L1 of the weights each unit
+owns) to the largest such shape whose measured latency is within vitnas's shipped model's, then fine-tuned
+with the same distillation recipe for an equal share of vitnas's *total* compute (phase + every search +
+every retrain, over the budgets), so both sides spend the same. Uniform widths take a finer grid than the
+search space (embedding and MLP in steps of 4, head widths of 4) so it matches the latency closely.
+Every row: latency ratio to the base (the two models and the base timed in the same blocks, one meter),
+params, FLOPs, test top-1 before and after fine-tuning, and wall time of each phase.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from evaluators import count_cost, evaluate_accuracy  # noqa: E402
+from evaluators.data import make_loader  # noqa: E402
+from evaluators.lut import hardware_name  # noqa: E402
+from search.config import load_config  # noqa: E402
+from search.export import load_subnet  # noqa: E402
+from search.retrain import finetune  # noqa: E402
+from search.run import search_command  # noqa: E402
+from search.setup import ensure_supernet, phase_dir, prepare  # noqa: E402
+from supernet import Supernet, SubnetConfig  # noqa: E402
+from supernet.importance import magnitude_importance, reorder  # noqa: E402
+from supernet.phase import resolve_methods  # noqa: E402
+from supernet.train import seconds_per_step  # noqa: E402
+
+FINE = {"embed_dim": {"min": 4, "step": 4}, "mlp": {"min": 4, "step": 4}, "qk": {"min": 4, "step": 4},
+        "v": {"min": 4, "step": 4}}
+
+
+def uniform(space, factor: float) -> SubnetConfig:
+    """Every width of the largest subnet times ``factor`` (on the space's grid), same depth, all heads."""
+    big = space.largest()
+
+    def w(axis):
+        return max(axis.min, min(axis.max, int(round(axis.max * factor / axis.step)) * axis.step))
+    d = big.depth
+    return space.validate(replace(big, embed_dim=w(space.embed_dim), mlp=[w(space.mlp)] * d,
+                                  qk=[w(space.qk)] * d, v=[w(space.v)] * d))
+
+
+def narrowest_within(meter, pruned: Supernet, ratio: float, steps: int = 8) -> tuple[SubnetConfig, float]:
+    """The widest uniform shape whose measured ratio to the base is at most ``ratio`` (bisection on the factor,
+    each candidate measured)."""
+    lo, hi = 0.0, 1.0
+    best = (uniform(pruned.space, lo), None)  # every width at its minimum when nothing wider fits
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        cfg = uniform(pruned.space, mid)
+        measured = meter.measure(pruned.extract(cfg).eval()).ratio
+        if measured <= ratio:
+            lo, best = mid, (cfg, measured)
+        else:
+            hi = mid
+    return best
+
+
+def train_seconds_per_epoch(model, train_set, cfg: dict) -> float:
+    """One fine-tuning epoch of ``model`` (a training step timed on a copy, times the steps)."""
+    probe = copy.deepcopy(model).train()
+    x, y = next(iter(make_loader(train_set, cfg["batch_size"], shuffle=False)))[:2]
+    opt = torch.optim.AdamW(probe.parameters(), lr=cfg["lr"])
+
+    def step():
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(probe(x), y).backward()
+        opt.step()
+    return seconds_per_step(step) * -(-len(train_set) // cfg["batch_size"])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--config", default=None)
+    ap.add_argument("--budgets", default="0.7,0.5,0.35", help="fractions of the base model's measured latency")
+    ap.add_argument("--trials", type=int, default=100)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--runtime", default="torch-eager")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--out", default="results/uniform")
+    args = ap.parse_args()
+    budgets = [float(b) for b in args.budgets.split(",")]
+    latency = {"device": args.device, "runtime": args.runtime, "threads": args.threads}
+    out = Path(args.out)
+    quiet = lambda *a: None  # noqa: E731
+
+    p = prepare(args.config, log=quiet, **latency)
+    start = time.perf_counter()
+    ensure_supernet(p, log=print)
+    methods = resolve_methods(p.config["supernet"]["method"])
+    report = phase_dir(p, methods) / "train.json"
+    phase_s = json.loads(report.read_text())["seconds"] if report.is_file() else time.perf_counter() - start
+    base_ms = p.base_latency.median_ms
+    print(f"== gradient phase: {phase_s:.0f} s (once, for every budget); base {base_ms:.2f} ms "
+          f"({p.setting.describe()})", flush=True)
+
+    found = {}
+    for r in budgets:
+        start = time.perf_counter()
+        summary = search_command(args.config, round(r * base_ms, 4), latency, trials=args.trials, retrain_top=1,
+                                 out=out / f"vitnas-{r:g}", log=quiet)
+        shipped = summary.get("shipped")
+        found[r] = {"seconds": time.perf_counter() - start, "shipped": shipped}
+        print(f"== vitnas at {r:g}×: " + (f"test {shipped['test_top1_before']:.1%} -> {shipped['test_top1']:.1%}, "
+              f"{shipped['ratio_to_base']:.2f}× the base in a fresh process" if shipped else "nothing shipped") +
+              f"; search + retrain {found[r]['seconds']:.0f} s", flush=True)
+    vitnas_total = phase_s + sum(f["seconds"] for f in found.values())
+    share = vitnas_total / len(budgets)
+
+    config = load_config(args.config)
+    base = p.workload.model
+    pruned = Supernet.from_timm(copy.deepcopy(base), bounds=FINE).eval()
+    reorder(pruned, magnitude_importance(pruned))  # a structured-pruning library's L1 criterion
+    train_set, settings = p.workload.splits["train"], dict(config["retrain"])
+    shape = (p.sn.spec.in_chans, *p.sn.spec.img_size)
+    rows = []
+    for r, f in found.items():
+        if not f["shipped"]:
+            rows.append({"budget": r, "vitnas": None})
+            continue
+        winner = load_subnet(out / f"vitnas-{r:g}" / "best" / "model.safetensors").eval()
+        cfg, _ = narrowest_within(p.meter, pruned, f["shipped"]["ratio_to_base"])
+        model = pruned.extract(cfg)
+        before = evaluate_accuracy(model.eval(), p.workload.splits["test"], device=p.device)
+        settings["epochs"] = max(1, int(share // train_seconds_per_epoch(model, train_set, settings)))
+        start = time.perf_counter()
+        finetune(model, base, train_set, settings, p.device, desc=f"uniform {r:g}×", log=print)
+        tuned_s = time.perf_counter() - start
+        model.eval()
+        lat = p.meter.measure_many({"vitnas": winner, "uniform": model})  # the base timed in the same blocks
+        costs = {k: count_cost(m, shape) for k, m in (("vitnas", winner), ("uniform", model))}
+        rows.append({"budget": r, "vitnas": {
+            "ratio": lat["vitnas"].ratio, "params": costs["vitnas"].params, "flops": costs["vitnas"].flops,
+            "test_before": f["shipped"]["test_top1_before"], "test_after": f["shipped"]["test_top1"],
+            "seconds": f["seconds"], "config": winner.cfg.to_dict()},
+            "uniform": {"ratio": lat["uniform"].ratio, "params": costs["uniform"].params,
+                        "flops": costs["uniform"].flops, "test_before": before,
+                        "test_after": evaluate_accuracy(model, p.workload.splits["test"], device=p.device),
+                        "seconds": tuned_s, "epochs": settings["epochs"], "config": cfg.to_dict()}})
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "uniform.json").write_text(json.dumps({"phase_seconds": phase_s, "vitnas_total_seconds": vitnas_total,
+                                                 "rows": rows}, indent=1))
+    print(f"\n{hardware_name(torch.device(args.device))}, torch {torch.__version__}, {datetime.date.today()}, "
+          f"{p.setting.describe()}; base {base_ms:.2f} ms; vitnas total {vitnas_total / 60:.1f} min (phase "
+          f"{phase_s / 60:.1f} min once + search and retrain per budget); uniform fine-tuned for "
+          f"{share / 60:.1f} min per budget\n")
+    print("| budget | model | × base (interleaved) | params | MFLOPs | test top-1 before → after | wall time |")
+    print("|---|---|---|---|---|---|---|")
+    for row in rows:
+        if row["vitnas"] is None:
+            print(f"| {row['budget']:g}× | vitnas | nothing met the budget | | | | |")
+            continue
+        for name in ("vitnas", "uniform"):
+            m = row[name]
+            extra = f" ({m['epochs']} epochs)" if name == "uniform" else " (search + retrain)"
+            print(f"| {row['budget']:g}× | {name} | {m['ratio']:.3f} | {m['params'] / 1e6:.2f} M | "
+                  f"{m['flops'] / 1e6:.1f} | {m['test_before']:.1%} → {m['test_after']:.1%} | "
+                  f"{m['seconds'] / 60:.1f} min{extra} |")
+        gap = row["vitnas"]["test_after"] - row["uniform"]["test_after"]
+        print(f"| | vitnas − uniform | | | | {gap * 100:+.1f} points | |")
+
+
+if __name__ == "__main__":
+    main()
