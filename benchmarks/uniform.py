@@ -1,6 +1,6 @@
 """Does the search earn its compute? (issue 13) vitnas against uniform narrowing at equal total compute.
 
-    python benchmarks/uniform.py [--config FILE] [--budgets 0.7,0.5,0.35] [--trials 100] [--out DIR]
+    python benchmarks/uniform.py [--config FILE] [--budgets 0.7,0.5,0.35] [--trials 100] [--out DIR] [--quick]
 
 vitnas: one gradient phase (paid once, serving every budget), then per budget ``search run`` (the product's
 main job: a study, the winner retrained with the product's recipe and re-measured in a fresh process).
@@ -11,7 +11,8 @@ with the same distillation recipe for an equal share of vitnas's *total* compute
 every retrain, over the budgets), so both sides spend the same. Uniform widths take a finer grid than the
 search space (embedding and MLP in steps of 4, head widths of 4) so it matches the latency closely.
 Every row: latency ratio to the base (the two models and the base timed in the same blocks, one meter),
-params, FLOPs, test top-1 before and after fine-tuning, and wall time of each phase.
+params, FLOPs, test top-1 before and after fine-tuning, and wall time of each phase. ``--quick`` fine-tunes
+the uniform side for one epoch: a check that the script runs end to end (CI), not a comparison.
 """
 from __future__ import annotations
 
@@ -72,6 +73,11 @@ def narrowest_within(meter, pruned: Supernet, ratio: float, steps: int = 8) -> t
     return best
 
 
+def cost(model, shape) -> dict:
+    c = count_cost(model, shape)
+    return {"params": c.params, "flops": c.flops}
+
+
 def train_seconds_per_epoch(model, train_set, cfg: dict) -> float:
     """One fine-tuning epoch of ``model`` (a training step timed on a copy, times the steps)."""
     probe = copy.deepcopy(model).train()
@@ -94,6 +100,7 @@ def main() -> None:
     ap.add_argument("--runtime", default="torch-eager")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", default="results/uniform")
+    ap.add_argument("--quick", action="store_true", help="one epoch of uniform fine-tuning: runs, compares nothing")
     args = ap.parse_args()
     budgets = [float(b) for b in args.budgets.split(",")]
     latency = {"device": args.device, "runtime": args.runtime, "threads": args.threads}
@@ -131,49 +138,52 @@ def main() -> None:
     shape = (p.sn.spec.in_chans, *p.sn.spec.img_size)
     rows = []
     for r, f in found.items():
-        if not f["shipped"]:
-            rows.append({"budget": r, "vitnas": None})
-            continue
-        winner = load_subnet(out / f"vitnas-{r:g}" / "best" / "model.safetensors").eval()
-        cfg, _ = narrowest_within(p.meter, pruned, f["shipped"]["ratio_to_base"])
+        shipped = f["shipped"]
+        winner = load_subnet(out / f"vitnas-{r:g}" / "best" / "model.safetensors").eval() if shipped else None
+        # as fast as vitnas's shipped model (or, when it shipped nothing, the budget)
+        cfg, _ = narrowest_within(p.meter, pruned, shipped["ratio_to_base"] if shipped else r)
         model = pruned.extract(cfg)
         before = evaluate_accuracy(model.eval(), p.workload.splits["test"], device=p.device)
-        settings["epochs"] = max(1, int(share // train_seconds_per_epoch(model, train_set, settings)))
+        settings["epochs"] = 1 if args.quick else max(1, int(share // train_seconds_per_epoch(model, train_set,
+                                                                                              settings)))
         start = time.perf_counter()
         finetune(model, base, train_set, settings, p.device, desc=f"uniform {r:g}×", log=print)
         tuned_s = time.perf_counter() - start
         model.eval()
-        lat = p.meter.measure_many({"vitnas": winner, "uniform": model})  # the base timed in the same blocks
-        costs = {k: count_cost(m, shape) for k, m in (("vitnas", winner), ("uniform", model))}
-        rows.append({"budget": r, "vitnas": {
-            "ratio": lat["vitnas"].ratio, "params": costs["vitnas"].params, "flops": costs["vitnas"].flops,
-            "test_before": f["shipped"]["test_top1_before"], "test_after": f["shipped"]["test_top1"],
-            "seconds": f["seconds"], "config": winner.cfg.to_dict()},
-            "uniform": {"ratio": lat["uniform"].ratio, "params": costs["uniform"].params,
-                        "flops": costs["uniform"].flops, "test_before": before,
-                        "test_after": evaluate_accuracy(model, p.workload.splits["test"], device=p.device),
-                        "seconds": tuned_s, "epochs": settings["epochs"], "config": cfg.to_dict()}})
+        models = {"uniform": model} | ({"vitnas": winner} if shipped else {})
+        lat = p.meter.measure_many(models)  # the base timed in the same blocks as each
+        row = {"budget": r, "uniform": {
+            "ratio": lat["uniform"].ratio, **cost(model, shape), "test_before": before,
+            "test_after": evaluate_accuracy(model, p.workload.splits["test"], device=p.device),
+            "seconds": tuned_s, "epochs": settings["epochs"], "config": cfg.to_dict()}, "vitnas": None}
+        if shipped:
+            row["vitnas"] = {"ratio": lat["vitnas"].ratio, **cost(winner, shape),
+                             "test_before": shipped["test_top1_before"], "test_after": shipped["test_top1"],
+                             "seconds": f["seconds"], "config": winner.cfg.to_dict()}
+        rows.append(row)
     out.mkdir(parents=True, exist_ok=True)
     (out / "uniform.json").write_text(json.dumps({"phase_seconds": phase_s, "vitnas_total_seconds": vitnas_total,
                                                  "rows": rows}, indent=1))
     print(f"\n{hardware_name(torch.device(args.device))}, torch {torch.__version__}, {datetime.date.today()}, "
           f"{p.setting.describe()}; base {base_ms:.2f} ms; vitnas total {vitnas_total / 60:.1f} min (phase "
           f"{phase_s / 60:.1f} min once + search and retrain per budget); uniform fine-tuned for "
-          f"{share / 60:.1f} min per budget\n")
+          f"{share / 60:.1f} min per budget" + (" (--quick: one epoch instead; not a comparison)" if args.quick else "")
+          + "\n")
     print("| budget | model | × base (interleaved) | params | MFLOPs | test top-1 before → after | wall time |")
     print("|---|---|---|---|---|---|---|")
     for row in rows:
-        if row["vitnas"] is None:
-            print(f"| {row['budget']:g}× | vitnas | nothing met the budget | | | | |")
-            continue
         for name in ("vitnas", "uniform"):
             m = row[name]
+            if m is None:
+                print(f"| {row['budget']:g}× | vitnas | nothing met the budget | | | | |")
+                continue
             extra = f" ({m['epochs']} epochs)" if name == "uniform" else " (search + retrain)"
             print(f"| {row['budget']:g}× | {name} | {m['ratio']:.3f} | {m['params'] / 1e6:.2f} M | "
                   f"{m['flops'] / 1e6:.1f} | {m['test_before']:.1%} → {m['test_after']:.1%} | "
                   f"{m['seconds'] / 60:.1f} min{extra} |")
-        gap = row["vitnas"]["test_after"] - row["uniform"]["test_after"]
-        print(f"| | vitnas − uniform | | | | {gap * 100:+.1f} points | |")
+        if row["vitnas"]:
+            gap = row["vitnas"]["test_after"] - row["uniform"]["test_after"]
+            print(f"| | vitnas − uniform | | | | {gap * 100:+.1f} points | |")
 
 
 if __name__ == "__main__":
