@@ -42,17 +42,21 @@ def _objective(p: Prepared, budget_ms: float) -> Objective:
 def search_command(config_path=None, budget_ms: float = 5.0, latency: dict | None = None, trials: int = 100,
                    timeout: float | None = None, sampler: str = "nsga2", seed: int | None = 0,
                    storage: str | None = None, study_name: str | None = None, workers: int = 1, retrain_top: int = 1,
-                   out=None, log=print) -> dict:
+                   out=None, log=print, budget_ratio: float | None = None) -> dict:
     """The main job: prepare (cached), then an Optuna study under the budget, then the ``retrain_top`` best
     configs retrained and the best that meets the budget in a fresh process shipped to ``out/best/``.
-    ``latency``: the command line's measurement values (device, runtime, dtype, batch_size, threads)."""
+    ``latency``: the command line's measurement values (device, runtime, dtype, batch_size, threads).
+    ``budget_ratio`` instead of ``budget_ms``: the budget is that fraction of the base model's latency as this
+    run measures it at its start (the figure every latency is judged at; a continued study keeps its budget)."""
     from .results import load_results
     from .ship import ship
     from .study import hold_folder, open_study, run_trials, start_workers, summary_markdown, write_results
 
     if trials < 1 or workers < 1 or retrain_top < 0:
         raise ConfigError("--trials and --workers must be at least 1, --retrain-top at least 0")
-    if not math.isfinite(budget_ms) or budget_ms <= 0:
+    if budget_ratio is not None and not (math.isfinite(budget_ratio) and budget_ratio > 0):
+        raise ConfigError(f"a budget ratio must be a positive fraction of the base model's latency, got {budget_ratio}")
+    if budget_ratio is None and (not math.isfinite(budget_ms) or budget_ms <= 0):
         raise ConfigError(f"--budget-ms must be a positive, finite number of milliseconds, got {budget_ms}")
     if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
         raise ConfigError(f"--timeout must be a positive number of seconds, got {timeout}")
@@ -72,6 +76,8 @@ def search_command(config_path=None, budget_ms: float = 5.0, latency: dict | Non
         study = open_study(storage, name, sampler, seed)
         settings = {"config_path": str(Path(config_path).resolve()) if config_path else None, "budget_ms": budget_ms,
                     "latency": setting.identity(), "sampler": sampler, "seed": seed}
+        if budget_ratio is not None:  # the budget in ms is known once the base model is measured (below)
+            settings |= {"budget_ms": None, "budget_ratio": budget_ratio}
 
         def refuse_other(settings: dict, keys) -> None:  # before any work, and again once the base model is known
             old = study.user_attrs.get("settings")
@@ -80,8 +86,11 @@ def search_command(config_path=None, budget_ms: float = 5.0, latency: dict | Non
                                   f"({_difference({k: old.get(k) for k in keys}, {k: settings.get(k) for k in keys})}); "
                                   "pass another --out or --study")
 
-        refuse_other(settings, list(settings))
+        refuse_other(settings, [k for k in settings if k != "budget_ms" or budget_ratio is None])
         p = prepare(config_path, log=log, **(latency or {}))
+        if budget_ratio is not None:
+            budget_ms = settings["budget_ms"] = ((study.user_attrs.get("settings") or {}).get("budget_ms") or
+                                                 round(budget_ratio * p.base_latency.median_ms, 4))
         base = _check_budget(p, budget_ms, log)
         result = ensure_supernet(p, log=log)
         settings["base"] = p.workload.checkpoint_hash

@@ -17,6 +17,7 @@ import yaml
 
 from conftest import ROOT
 from search import load_results
+from supernet import ConfigError
 from test_cli import error_line, run_cli
 
 RUN = ("run", "--config", "configs/tiny.yaml", "--device", "cpu", "--threads", "1", "--retrain-top", "0")
@@ -158,3 +159,24 @@ def test_a_results_folder_in_use_is_refused(cache, tmp_path):
         holder.kill()
         holder.wait()
     assert not (out / "study.db").exists()  # refused before it touched the folder
+
+
+def test_a_budget_given_as_a_ratio_is_set_from_the_base_latency_the_run_judges_at(cache, tmp_path, monkeypatch):
+    """Benchmarks budget a fraction of the base model: set from the run's own base measurement (a separate one
+    before the run can differ by 2× on a noisy machine), and kept when the study is continued."""
+    from search.run import search_command
+
+    monkeypatch.setenv("VITNAS_CACHE", str(cache))
+    out = tmp_path / "ratio"
+    latency = {"device": "cpu", "threads": 1}
+    search_command("configs/tiny.yaml", None, latency, trials=2, retrain_top=0, out=out, log=lambda *a: None,
+                   budget_ratio=0.9)
+    settings = yaml.safe_load((out / "run.json").read_text())["settings"]
+    base_ms = yaml.safe_load((out / "best.yaml").read_text())["provenance"]["base_latency_ms"]
+    assert settings["budget_ratio"] == 0.9 and settings["budget_ms"] == pytest.approx(0.9 * base_ms, abs=1e-3)
+    search_command("configs/tiny.yaml", None, latency, trials=3, retrain_top=0, out=out, log=lambda *a: None,
+                   budget_ratio=0.9)
+    assert yaml.safe_load((out / "run.json").read_text())["settings"]["budget_ms"] == settings["budget_ms"]
+    assert len(load_results(out).trials) == 3
+    with pytest.raises(ConfigError, match="a budget ratio must be a positive fraction"):
+        search_command("configs/tiny.yaml", None, latency, out=tmp_path / "bad", budget_ratio=0.0)
