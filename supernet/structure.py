@@ -23,7 +23,7 @@ from .config import SubnetConfig
 from .scorers import SCORERS
 from .subnet import ModelSpec, conv_kernel
 
-NESTED = {"qk": "heads", "v": "heads"}  # an axis whose units are counted within each unit of another
+NESTED = ("qk", "v")  # axes whose units are counted within each head (the dimension before theirs)
 
 
 def nested(axis: str) -> bool:
