@@ -169,15 +169,15 @@ def test_a_budget_given_as_a_ratio_is_set_from_the_base_latency_the_run_judges_a
     monkeypatch.setenv("VITNAS_CACHE", str(cache))
     out = tmp_path / "ratio"
     latency = {"device": "cpu", "threads": 1}
-    search_command("configs/tiny.yaml", None, latency, trials=2, retrain_top=0, out=out, log=lambda *a: None,
+    search_command("configs/tiny.yaml", None, latency, trials=1, retrain_top=0, out=out, log=lambda *a: None,
                    budget_ratio=0.9)
     settings = yaml.safe_load((out / "run.json").read_text())["settings"]
     measured = load_results(out).trials.dropna(subset=["measured_ms"]).iloc[0]
     base_ms = measured["measured_ms"] / measured["ratio_to_base"]  # the base latency the run judged trials at
     assert settings["budget_ratio"] == 0.9 and settings["budget_ms"] == pytest.approx(0.9 * base_ms, rel=1e-3)
-    search_command("configs/tiny.yaml", None, latency, trials=3, retrain_top=0, out=out, log=lambda *a: None,
+    search_command("configs/tiny.yaml", None, latency, trials=2, retrain_top=0, out=out, log=lambda *a: None,
                    budget_ratio=0.9)
     assert yaml.safe_load((out / "run.json").read_text())["settings"]["budget_ms"] == settings["budget_ms"]
-    assert len(load_results(out).trials) == 3
+    assert len(load_results(out).trials) == 2
     with pytest.raises(ConfigError, match="a budget ratio must be a positive fraction"):
         search_command("configs/tiny.yaml", None, latency, out=tmp_path / "bad", budget_ratio=0.0)
