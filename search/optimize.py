@@ -57,8 +57,7 @@ def suggest_config(trial: Trial, space) -> SubnetConfig:
     keep = [_suggest(trial, f"keep_{i}", space.keep.choices) for i in range(D)]
     qk = [_suggest(trial, f"qk_{i}", space.qk.choices) for i in range(D)]
     v = [_suggest(trial, f"v_{i}", space.v.choices) for i in range(D)]
-    return repair(SubnetConfig(embed, depth, heads[:depth], mlp[:depth], ops[:depth], keep[:depth], qk[:depth],
-                               v[:depth]))
+    return repair(SubnetConfig(embed, D, heads, mlp, ops, keep, qk, v).first(depth))
 
 
 def repair(cfg: SubnetConfig) -> SubnetConfig:

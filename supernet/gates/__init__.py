@@ -153,11 +153,9 @@ def make_config(space, embed=None, depth=None, heads=None, mlp=None, ops=None, k
                 v=None) -> SubnetConfig:
     """A config from any subset of axes (the rest at their largest), cut to ``depth`` and validated."""
     big = space.largest()
-    d = depth or big.depth
-    cfg = SubnetConfig(embed or big.embed_dim, d, list(heads or big.heads)[:d], list(mlp or big.mlp)[:d],
-                       list(ops or big.ops)[:d], list(keep or big.keep)[:d], list(qk or big.qk)[:d],
-                       list(v or big.v)[:d])
-    return space.validate(cfg)
+    cfg = SubnetConfig(embed or big.embed_dim, big.depth, list(heads or big.heads), list(mlp or big.mlp),
+                       list(ops or big.ops), list(keep or big.keep), list(qk or big.qk), list(v or big.v))
+    return space.validate(cfg.first(depth or big.depth))
 
 
 def unique(configs: list[SubnetConfig]) -> list[SubnetConfig]:
