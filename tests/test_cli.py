@@ -32,7 +32,8 @@ def test_run_prepares_once_then_uses_the_cache(cache, tmp_path):
             "--trials", "3", "--retrain-top", "0", "--out", str(tmp_path / "res"))
     result = run_cli(*args, cache=cache)
     assert result.returncode == 0, result.stderr
-    assert "torch-eager" in result.stdout and "gradient phase" in result.stdout
+    # the shared cache may hold the supernet already (another test, e.g. the benchmark smoke test, made it)
+    assert "torch-eager" in result.stdout and ("gradient phase" in result.stdout or "supernet: cached" in result.stdout)
     settings = json.loads((tmp_path / "res" / "run.json").read_text())["settings"]
     assert settings["budget_ms"] == 50 and settings["latency"] == {
         "device": "cpu", "runtime": "torch-eager", "dtype": "float32", "batch_size": 1, "threads": 1}
