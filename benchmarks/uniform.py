@@ -120,8 +120,8 @@ def main() -> None:
     found = {}
     for r in budgets:
         start = time.perf_counter()
-        summary = search_command(args.config, round(r * base_ms, 4), latency, trials=args.trials, retrain_top=1,
-                                 out=out / f"vitnas-{r:g}", log=quiet)
+        summary = search_command(args.config, latency=latency, trials=args.trials, retrain_top=1,
+                                 out=out / f"vitnas-{r:g}", log=quiet, budget_ratio=r)
         shipped = summary.get("shipped")
         found[r] = {"seconds": time.perf_counter() - start, "shipped": shipped}
         print(f"== vitnas at {r:g}×: " + (f"test {shipped['test_top1_before']:.1%} -> {shipped['test_top1']:.1%}, "
