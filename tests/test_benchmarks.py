@@ -31,3 +31,58 @@ def test_uniform_narrowing_benchmark_runs(cache, tmp_path):
     for m in (vitnas, uniform):
         assert m["ratio"] > 0 and m["params"] > 0 and m["flops"] > 0 and 0 <= m["test_after"] <= 1
     assert "| vitnas − uniform |" in result.stdout
+
+
+def compare_module():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import compare
+    return compare
+
+
+def test_hypervolume_counts_the_area_the_front_dominates():
+    hv = compare_module().hypervolume  # points are (accuracy, latency ratio); reference (0, 1)
+    assert abs(hv([(0.5, 0.5)]) - 0.25) < 1e-12
+    assert abs(hv([(0.5, 0.5), (0.8, 0.8)]) - 0.31) < 1e-12
+    assert abs(hv([(0.5, 0.5), (0.8, 0.8), (0.4, 0.6)]) - 0.31) < 1e-12  # dominated: adds nothing
+    assert hv([]) == 0.0
+
+
+def test_a_row_searches_only_its_axes(sn, rng):
+    compare = compare_module()
+    space = sn.space
+    for row in compare.ROWS:
+        sub = compare.subspace(space, row.axes)
+        big = space.largest()
+        for _ in range(20):
+            cfg = sub.sample(rng)
+            space.validate(cfg)  # a row's subnet is a subnet of the full space
+            fixed = set(compare.WIDTHS + ("keep", "ops")) - (row.axes or set(compare.WIDTHS + ("keep", "ops")))
+            if "embed_dim" in fixed:
+                assert cfg.embed_dim == big.embed_dim
+            if "depth" in fixed:
+                assert cfg.depth == big.depth
+            for axis in fixed & {"heads", "qk", "v", "mlp", "keep", "ops"}:
+                assert getattr(cfg, axis) == getattr(big, axis)[:cfg.depth], (row.name, axis)
+
+
+def test_compare_benchmark_runs(cache, tmp_path):
+    result = run_benchmark("compare.py", "--config", "configs/tiny.yaml", "--runtimes", "torch-eager",
+                           "--budgets", "2,0.9", "--threads", "1", "--quick", "--out", str(tmp_path / "c"), cache=cache)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "c" / "compare.json").read_text())
+    rows = report["runtimes"]["torch-eager"]["rows"]
+    names = [r.name for r in compare_module().ROWS]
+    assert sorted((r["row"], r["budget"]) for r in rows) == sorted((n, b) for n in names for b in (2.0, 0.9))
+    for r in rows:
+        if "config" in r:  # retrained and re-measured in a fresh process; "met" is that figure against the budget
+            assert r["met"] == (r["fresh_ratio"] <= r["budget"]) and 0 <= r["test_after"] <= 1 and r["flops"] > 0
+    emb = [r for r in rows if r["row"] == "embedding (VTP)" and "config" in r]
+    assert all(r["config"]["depth"] == 4 and set(r["config"]["keep"]) == {1.0} for r in emb)
+    curves = report["efficiency"]["curves"]
+    assert sorted(curves) == ["nsga2", "random", "tpe"]
+    for runs in curves.values():
+        (curve,) = runs  # --quick: one seed of 6 trials
+        assert len(curve) == 6 and all(b >= a for a, b in zip(curve, curve[1:]))
+    for png in ("torch-eager/compare.png", "hypervolume.png"):
+        assert (tmp_path / "c" / png).stat().st_size > 0
+    assert "Target, vitnas ≥ 1 point" in result.stdout

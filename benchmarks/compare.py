@@ -1,0 +1,380 @@
+"""The proof table (issue 15): every axis searched together against each seed method's axes alone, random
+search and the gradient phase's proposals, at equal trials and equal fine-tuning, in each runtime; and how
+fast each sampler finds the front.
+
+    python benchmarks/compare.py [--config FILE] [--runtimes torch-eager,onnxruntime] [--budgets 0.7,0.5,0.35]
+                                 [--trials 40] [--retrain-epochs N] [--hv-trials 60] [--hv-seeds 3] [--out DIR]
+                                 [--quick]
+
+Per runtime: the product's gradient phase (cached; one per measurement setting, as ``search run`` has it),
+then one study per row over that row's subspace of the trained supernet (the other axes at the base model's
+values), the budget constraint at the loosest budget so that one study serves every budget (its front holds
+the tighter ones' winners). Rows:
+
+- vitnas: every axis, NSGA-II, the phase's proposals queued first (as ``search run`` does);
+- each seed method's axes alone, its proposals queued first: tokens with the DynamicViT scorer, tokens with
+  the Patch Slimming scorer, heads + head widths + MLP (ViT-Slim, NViT), embedding (VTP), depth with exits
+  (WDPruning), MSA→conv (SPViT). They share the all-method phase's ordering and sandwich-trained weights: a
+  phase per method would cost seven phases per runtime; the rows measure what each method's *axes* are worth;
+- random search: every axis, Optuna's RandomSampler, no proposals;
+- phase proposals: only the gradient phase's proposals, evaluated the same way, no Optuna loop.
+
+Per row and budget: the front's configs re-measured interleaved with the base, the most accurate one within
+the budget retrained with the product's recipe (``--retrain-epochs`` for every row alike) and re-measured in
+a fresh process. Search efficiency: hypervolume of (val top-1, predicted latency ratio) against trial count
+for nsga2, tpe and random, ``--hv-seeds`` seeds each, on the first runtime; accuracy there on the first
+``--hv-val`` val images (the samplers see one objective; a subset makes 9 studies affordable).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import optuna
+import torch
+from torch.utils.data import Subset
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from evaluators import count_cost, evaluate_accuracy  # noqa: E402
+from evaluators.lut import hardware_name  # noqa: E402
+from search.optimize import Objective, build_sampler, config_params, suggest_config  # noqa: E402
+from search.remeasure import fresh_metrics  # noqa: E402
+from search.results import config_of, pareto_front, trials_frame  # noqa: E402
+from search.retrain import retrain  # noqa: E402
+from search.setup import ensure_supernet, phase_dir, prepare, use_scorer_table  # noqa: E402
+from search.study import run_trials  # noqa: E402
+from supernet.phase import resolve_methods  # noqa: E402
+from supernet.space import IntAxis, KeepAxis  # noqa: E402
+
+WIDTHS = ("embed_dim", "depth", "heads", "qk", "v", "mlp")
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    axes: frozenset | None = None   # the axes searched; None: every axis
+    methods: tuple = ()             # whose phase proposals are queued first; "all": every method's
+    scorer: str | None = None       # token scorer; None: the one the phase chose
+    sampler: str = "nsga2"
+    loop: bool = True               # False: the queued proposals only
+
+
+ROWS = [
+    Row("vitnas, every axis", methods=("all",)),
+    Row("tokens (DynamicViT)", frozenset({"keep"}), ("dynamicvit",), scorer="dynamicvit"),
+    Row("tokens (Patch Slimming)", frozenset({"keep"}), ("patchslim",), scorer="patchslim"),
+    Row("heads, head widths, MLP (ViT-Slim, NViT)", frozenset({"heads", "qk", "v", "mlp"}), ("vitslim", "nvit")),
+    Row("embedding (VTP)", frozenset({"embed_dim"}), ("vtp",)),
+    Row("depth with exits (WDPruning)", frozenset({"depth"}), ("wdpruning",)),
+    Row("MSA→conv (SPViT)", frozenset({"ops"}), ("spvit",)),
+    Row("random search, every axis", sampler="random"),
+    Row("phase proposals, no Optuna", methods=("all",), loop=False),
+]
+
+
+def subspace(space, axes):
+    """``space`` with every axis outside ``axes`` fixed at the base model's value."""
+    if axes is None:
+        return space
+    fixed = {n: IntAxis(getattr(space, n).max, getattr(space, n).max, getattr(space, n).step)
+             for n in WIDTHS if n not in axes}
+    if "keep" not in axes:
+        fixed["keep"] = KeepAxis(min=1.0, step=1.0)
+    if "ops" not in axes:
+        fixed["ops"] = ("msa",)
+    return replace(space, **fixed)
+
+
+@contextlib.contextmanager
+def searching(p, row: Row):
+    """The prepared run narrowed to ``row``: its token scorer (and that scorer's latency table), its subspace."""
+    space, scorer, table = p.sn.space, p.sn.spec.scorer, p.table
+    if row.scorer:
+        p.sn.use_scorer(row.scorer)
+        use_scorer_table(p, log=lambda *a: None)  # (keyed by the full space: before narrowing it)
+    p.sn.space = subspace(space, row.axes)
+    try:
+        yield
+    finally:
+        p.sn.space, p.table = space, table
+        p.sn.use_scorer(scorer)
+
+
+def row_proposals(p, phase: dict, row: Row) -> list:
+    """The row's methods' phase proposals that lie in its subspace, each once."""
+    names = list(phase["proposals"]) if "all" in row.methods else [m for m in row.methods if m in phase["proposals"]]
+    seen, out = set(), []
+    for name in names:
+        for d in phase["proposals"][name]:
+            cfg = type(p.sn.space.largest()).from_dict(d)
+            try:
+                p.sn.space.validate(cfg)
+            except ValueError:
+                continue
+            if cfg.key() not in seen:
+                seen.add(cfg.key())
+                out.append(cfg)
+    return out
+
+
+def search_row(p, phase: dict, row: Row, trials: int, budget: float) -> tuple:
+    """(trials frame, seconds) of one study of ``row`` under the loosest budget (a ratio of the base)."""
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=build_sampler(row.sampler, 0))
+    queued = row_proposals(p, phase, row) if row.methods else []
+    for cfg in queued[:trials]:
+        study.enqueue_trial(config_params(cfg, p.sn.space), skip_if_exists=True)
+    n = min(trials, len(queued)) if not row.loop else trials
+    objective = Objective(p.sn, p.table, p.meter, p.workload.splits["val"], budget * p.base_latency.median_ms,
+                          p.workload.input_shape, p.device)
+    start = time.perf_counter()
+    if n:
+        run_trials(study, objective, n, None, show=True)
+    return trials_frame(study.trials), time.perf_counter() - start
+
+
+def winners(p, df, budgets: list[float]) -> dict:
+    """Per budget, the most accurate front config whose ratio, re-measured interleaved, is within it."""
+    front = pareto_front(df) if "depth" in df else df.iloc[0:0]
+    configs = [config_of(r) for _, r in front.iterrows()]
+    if not configs:
+        return {r: None for r in budgets}
+    again = p.meter.measure_many({str(i): p.sn.extract(c).eval() for i, c in enumerate(configs)})
+    out = {}
+    for r in budgets:
+        fits = [(front.iloc[i]["val_top1"], i) for i in range(len(configs)) if again[str(i)].ratio <= r]
+        out[r] = None if not fits else {"config": configs[max(fits)[1]], "val_top1": float(max(fits)[0]),
+                                        "remeasured_ratio": again[str(max(fits)[1])].ratio}
+    return out
+
+
+def hypervolume(points: list[tuple[float, float]]) -> float:
+    """Area dominated by (accuracy ↑, latency ratio ↓) points, against the reference (0, 1)."""
+    area, best = 0.0, 0.0
+    for ratio, acc in sorted((min(r, 1.0), a) for a, r in points):
+        if acc > best:
+            area += (acc - best) * (1.0 - ratio)
+            best = acc
+    return area
+
+
+def efficiency(p, trials: int, seeds: int, val_images: int, out: Path) -> dict:
+    """Hypervolume after each trial, per sampler and seed (accuracy on a val subset, predicted latency)."""
+    val = p.workload.splits["val"]
+    val = Subset(val, range(min(val_images, len(val))))
+    accuracy: dict = {}  # the same config is evaluated once for every study: one objective, one value
+
+    def objective(trial):
+        cfg = suggest_config(trial, p.sn.space)
+        if cfg.key() not in accuracy:
+            accuracy[cfg.key()] = evaluate_accuracy(p.sn, val, cfg, p.device)
+        return accuracy[cfg.key()], p.table.predict_ratio(cfg)
+
+    curves: dict = {}
+    for sampler in ("nsga2", "tpe", "random"):
+        for seed in range(seeds):
+            study = optuna.create_study(directions=["maximize", "minimize"], sampler=build_sampler(sampler, seed))
+            study.optimize(objective, n_trials=trials, show_progress_bar=True)
+            values = [t.values for t in study.trials]
+            curves.setdefault(sampler, []).append([hypervolume(values[:n + 1]) for n in range(len(values))])
+    best = max(c[-1] for runs in curves.values() for c in runs)
+    median = {s: np.median(np.array(runs), axis=0) for s, runs in curves.items()}
+
+    def reach(curve, level):
+        hit = np.nonzero(curve >= level)[0]
+        return int(hit[0]) + 1 if len(hit) else None
+    table = {s: {"final_median": float(m[-1]), "reaches_95pct_of_best": reach(m, 0.95 * best),
+                 "reaches_random_final": reach(m, median["random"][-1])} for s, m in median.items()}
+    plot_efficiency(curves, out / "hypervolume.png", p.setting.describe())
+    return {"curves": {s: [list(map(float, c)) for c in runs] for s, runs in curves.items()}, "best": best,
+            "table": table, "evaluated_configs": len(accuracy)}
+
+
+def plot_efficiency(curves: dict, path: Path, latency: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for sampler, runs in curves.items():
+        a = np.array(runs)
+        x = np.arange(1, a.shape[1] + 1)
+        ax.plot(x, np.median(a, axis=0), label=f"{sampler} (median of {len(runs)})")
+        ax.fill_between(x, a.min(axis=0), a.max(axis=0), alpha=0.2)
+    ax.set_xlabel("trials")
+    ax.set_ylabel(f"hypervolume (val top-1 × (1 − predicted ratio), {latency})")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_rows(rows: list[dict], base_test: float, path: Path, latency: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for name in dict.fromkeys(r["row"] for r in rows):
+        pts = [(r["fresh_ratio"], r["test_after"] * 100) for r in rows if r["row"] == name and r.get("fresh_ratio")]
+        if pts:
+            ax.plot(*zip(*sorted(pts)), "o-" if name.startswith("vitnas") else "o--", label=name,
+                    lw=2.5 if name.startswith("vitnas") else 1)
+    ax.scatter([1.0], [base_test * 100], marker="*", s=180, c="k", label="base model", zorder=3)
+    ax.set_xlabel(f"latency, × the base model (fresh process, {latency})")
+    ax.set_ylabel("test top-1 after retraining, %")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def compare_runtime(args, runtime: str, budgets: list[float], out: Path) -> dict:
+    """Every row in one runtime: studies, winners, retrains, fresh-process measurements."""
+    p = prepare(args.config, runtime=runtime, threads=args.threads, device=args.device, log=print)
+    phase = ensure_supernet(p, log=print)
+    report = phase_dir(p, resolve_methods(p.config["supernet"]["method"])) / "train.json"
+    phase_s = json.loads(report.read_text())["seconds"] if report.is_file() else None
+    epochs = args.retrain_epochs or p.config["retrain"]["epochs"]
+    shape = (p.sn.spec.in_chans, *p.sn.spec.img_size)
+    retrained: dict = {}
+    rows = []
+    for row in ROWS:
+        with searching(p, row):
+            df, search_s = search_row(p, phase, row, args.trials, max(budgets))
+            picked = winners(p, df, budgets)
+            measured = int((df["state"] == "COMPLETE").sum()) if len(df) else 0
+            for r in budgets:
+                w = picked[r]
+                entry = {"runtime": runtime, "row": row.name, "budget": r, "trials": len(df), "measured": measured,
+                         "search_s": search_s}
+                if w is None:
+                    rows.append(entry | {"met": False})
+                    print(f"[{runtime}] {row.name} at {r:g}×: nothing measured within the budget", flush=True)
+                    continue
+                cfg = w["config"]
+                key = (p.sn.spec.scorer, cfg.key())
+                if key not in retrained:
+                    folder = out / runtime / f"retrain-{len(retrained)}"
+                    metrics = retrain(p, cfg, folder, epochs=epochs, log=lambda *a: None)
+                    metrics |= fresh_metrics(p, folder)
+                    cost = count_cost(p.sn.extract(cfg), shape)
+                    retrained[key] = metrics | {"flops": cost.flops, "params": cost.params}
+                m = retrained[key]
+                entry |= {"met": m["ratio_to_base"] <= r, "config": cfg.to_dict(), "val_shared": w["val_top1"],
+                          "remeasured_ratio": w["remeasured_ratio"], "fresh_ratio": m["ratio_to_base"],
+                          "fresh_ms": m["latency_ms"], "val_before": m["val_top1_before"],
+                          "test_before": m["test_top1_before"], "val_after": m["val_top1"],
+                          "test_after": m["test_top1"], "retrain_s": m["seconds"],
+                          "flops": m["flops"], "params": m["params"]}
+                rows.append(entry)
+                print(f"[{runtime}] {row.name} at {r:g}×: test {entry['test_before']:.1%} -> "
+                      f"{entry['test_after']:.1%}, {entry['fresh_ratio']:.2f}× in a fresh process"
+                      + ("" if entry["met"] else " (over the budget)"), flush=True)
+    base_test = p.workload.metrics.get("test_top1") or evaluate_accuracy(p.workload.model,
+                                                                         p.workload.splits["test"], device=p.device)
+    (out / runtime).mkdir(parents=True, exist_ok=True)
+    plot_rows(rows, base_test, out / runtime / "compare.png", p.setting.describe())
+    return {"setting": p.setting.describe(), "base_ms": p.base_latency.median_ms, "base_test": base_test,
+            "phase_s": phase_s, "rows": rows, "prepared": p}
+
+
+def print_runtime(result: dict, budgets: list[float]) -> list[str]:
+    """The runtime's table (markdown), and a line per budget on the target: vitnas ≥ 1 point above every row."""
+    print(f"\n### {result['setting']}: base {result['base_ms']:.2f} ms, test {result['base_test']:.1%}; gradient "
+          f"phase {'%.0f s' % result['phase_s'] if result['phase_s'] else 'cached'}\n")
+    print("| budget | row | trials (measured) | × base, fresh process | MFLOPs | params | val: shared → retrained "
+          "| test: shared → retrained | search + retrain |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    verdicts = []
+    for r in budgets:
+        rows = [x for x in result["rows"] if x["budget"] == r]
+        for x in rows:
+            if "config" not in x:
+                print(f"| {r:g}× | {x['row']} | {x['trials']} ({x['measured']}) | nothing measured within the budget "
+                      f"| | | | | {x['search_s'] / 60:.1f} min |")
+                continue
+            over = "" if x["met"] else " **over**"
+            print(f"| {r:g}× | {x['row']} | {x['trials']} ({x['measured']}) | {x['fresh_ratio']:.2f}{over} | "
+                  f"{x['flops'] / 1e6:.1f} | {x['params'] / 1e6:.2f} M | {x['val_before']:.1%} → {x['val_after']:.1%} "
+                  f"| {x['test_before']:.1%} → {x['test_after']:.1%} | {x['search_s'] / 60:.1f} + "
+                  f"{x['retrain_s'] / 60:.1f} min |")
+        ours = next((x for x in rows if x["row"] == ROWS[0].name and x.get("met")), None)
+        others = [x for x in rows if x["row"] != ROWS[0].name and x.get("met")]
+        if ours is None:
+            verdicts.append(f"{result['setting'].split(',')[0]} at {r:g}×: vitnas shipped nothing within the budget")
+        elif others:
+            best = max(others, key=lambda x: x["test_after"])
+            gap = (ours["test_after"] - best["test_after"]) * 100
+            verdicts.append(f"{result['setting'].split(',')[0]} at {r:g}×: vitnas {ours['test_after']:.1%}, best other "
+                            f"row {best['row']} {best['test_after']:.1%}: {gap:+.1f} points "
+                            f"({'met' if gap >= 1 else 'missed'}: target ≥ +1)")
+    return verdicts
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--config", default=None)
+    ap.add_argument("--runtimes", default="torch-eager,onnxruntime")
+    ap.add_argument("--budgets", default="0.7,0.5,0.35", help="fractions of the base model's measured latency")
+    ap.add_argument("--trials", type=int, default=40, help="per row (the proposals row: its proposals)")
+    ap.add_argument("--retrain-epochs", type=int, default=None, help="every row alike (default: the config's)")
+    ap.add_argument("--hv-trials", type=int, default=60)
+    ap.add_argument("--hv-seeds", type=int, default=3)
+    ap.add_argument("--hv-val", type=int, default=1000, help="val images the efficiency study evaluates on")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--out", default="results/compare")
+    ap.add_argument("--quick", action="store_true", help="a few trials, one retrain epoch, one seed: runs, proves nothing")
+    args = ap.parse_args()
+    if args.quick:
+        args.trials, args.retrain_epochs, args.hv_trials, args.hv_seeds = 6, 1, 6, 1
+    budgets = sorted((float(b) for b in args.budgets.split(",")), reverse=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    results = {rt: compare_runtime(args, rt, budgets, out) for rt in args.runtimes.split(",")}
+    first = next(iter(results.values()))
+    hv_start = time.perf_counter()
+    eff = efficiency(first["prepared"], args.hv_trials, args.hv_seeds, args.hv_val, out) if args.hv_trials else None
+    hv_s = time.perf_counter() - hv_start
+    total = time.perf_counter() - start
+    for r in results.values():
+        r.pop("prepared")
+    (out / "compare.json").write_text(json.dumps({"runtimes": results, "efficiency": eff, "seconds": total,
+                                                  "args": vars(args)}, indent=1, default=str))
+
+    print(f"\n{hardware_name(torch.device(args.device))}, torch {torch.__version__}, {datetime.date.today()}; "
+          f"{args.trials} trials per row; every row retrained "
+          f"{f'{args.retrain_epochs} epoch(s)' if args.retrain_epochs else 'for the config' + chr(39) + 's epochs'}; "
+          f"whole comparison {total / 60:.1f} min" + (" (--quick: proves nothing)" if args.quick else ""))
+    verdicts = [v for r in results.values() for v in print_runtime(r, budgets)]
+    print("\nTarget, vitnas ≥ 1 point of test top-1 above every other row:")
+    for v in verdicts:
+        print(f"- {v}")
+    if eff:
+        print(f"\n### Search efficiency ({first['setting']}; {args.hv_seeds} seeds × {args.hv_trials} trials per "
+              f"sampler; {eff['evaluated_configs']} configs evaluated; {hv_s / 60:.1f} min)\n")
+        print("| sampler | final hypervolume (median) | trials to 95% of the best final | trials to random's final |")
+        print("|---|---|---|---|")
+        for s, t in eff["table"].items():
+            print(f"| {s} | {t['final_median']:.4f} | {t['reaches_95pct_of_best'] or 'not reached'} | "
+                  f"{t['reaches_random_final'] or 'not reached'} |")
+        n = eff["table"]["nsga2"]["reaches_random_final"]
+        print(f"\nTarget, nsga2 reaches random search's final hypervolume in under half the trials: "
+              f"{'met' if n and n < args.hv_trials / 2 else 'missed'} ({n or 'not reached'} of {args.hv_trials})")
+    print(f"\nwrote {out}/compare.json, " + ", ".join(f"{out}/{rt}/compare.png" for rt in results) +
+          (f", {out}/hypervolume.png" if eff else ""))
+
+
+if __name__ == "__main__":
+    main()
