@@ -126,16 +126,15 @@ def test_every_bad_input_gets_one_clear_line_before_any_work(what, args, config,
     (tmp_path / "old" / "trials.csv").write_text("number\n0\n")
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
     argv = ["run", "--budget-ms", "5", "--config", str(path), *args]
-    if config is None:  # command-line values: as a user runs it, in a process of its own
-        line = error_line(run_cli(*argv, cache=tmp_path / "cache"))
-    else:  # config files fail in load_config: the same check in this process (8 s less each, for CI's time)
-        from search.cli import main
+    # in this process (8 s less each, for CI's time); the same error path in a process of its own, as a user
+    # runs it: test_bad_inputs_get_one_clear_line, test_cuda_without_gpu
+    from search.cli import main
 
-        monkeypatch.setenv("VITNAS_CACHE", str(tmp_path / "cache"))
-        code = main(argv)  # any exception but a ConfigError propagates and fails the test
-        errors = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")]
-        assert code == 2 and len(errors) == 1, errors
-        line = errors[0]
+    monkeypatch.setenv("VITNAS_CACHE", str(tmp_path / "cache"))
+    code = main(argv)  # any exception but a ConfigError propagates and fails the test
+    errors = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")]
+    assert code == 2 and len(errors) == 1, errors
+    line = errors[0]
     assert says in line, line
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.safetensors"))  # no training
 
@@ -205,10 +204,12 @@ def test_train_supernet_runs_every_method_and_is_cached(cache, tmp_path):
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
-def test_each_method_alone_runs_end_to_end(cache, tmp_path, method):
-    result = run_cli("train-supernet", "--config", "configs/tiny.yaml", "--method", method, "--epochs", "1",
-                     "--device", "cpu", "--out", str(tmp_path), cache=cache)
-    assert result.returncode == 0, result.stderr
+def test_each_method_alone_runs_end_to_end(cache, tmp_path, method, monkeypatch):
+    from search.cli import main  # in this process (the command line in a process of its own: the test above)
+
+    monkeypatch.setenv("VITNAS_CACHE", str(cache))
+    assert main(["train-supernet", "--config", "configs/tiny.yaml", "--method", method, "--epochs", "1",
+                 "--device", "cpu", "--out", str(tmp_path)]) == 0
     report = json.loads((tmp_path / "train.json").read_text())
     assert report["meta"]["methods"] == [method]
     assert {row["method"] for row in report["proposals"]} == {method}
