@@ -15,6 +15,7 @@ so the model is the config's architecture at random init (no training needed).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -37,13 +38,14 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=40)
     ap.add_argument("--subnets", type=int, default=30)
     ap.add_argument("--times", type=int, default=3, help="measurements of each held-out subnet")
+    ap.add_argument("--out", default=None, help="a JSON file for every held-out subnet's ratios and prediction")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
     config = load_config(args.config)
     sn = Supernet.from_timm(create_model(base_model_config(config)).eval(), bounds=config["space"]).eval()
     shape = (sn.spec.in_chans, *sn.spec.img_size)
-    rows = []
+    rows, dump = [], {}
     for runtime in args.runtimes.split(","):
         setting = LatencySetting.resolve(args.device, runtime, threads=args.threads)
         start = time.perf_counter()
@@ -56,6 +58,8 @@ def main() -> None:
         rounds = [[meter.measure(sn.extract(cfg)).ratio for cfg in configs] for _ in range(args.times)]
         measured = [(cfg.to_dict(), [r[i] for r in rounds]) for i, cfg in enumerate(configs)]
         held_out = [(c, float(np.median(r))) for c, r in measured]
+        dump[runtime] = [{"config": c, "measured": r, "predicted": table.predict_ratio(cfg)}
+                         for (c, r), cfg in zip(measured, configs)]  # before the refit below
         err_one = table.errors([(c, r[0]) for c, r in measured])
         err = table.errors(held_out)
         # the noise floor: how far a subnet's second measurement is from its first
@@ -70,6 +74,8 @@ def main() -> None:
               f"{np.median(err_one):.1%}, p90 {np.percentile(err_one, 90):.1%}; against the median of "
               f"{args.times}: {np.median(err):.1%} / {np.percentile(err, 90):.1%}; after refit "
               f"{np.median(refit):.1%} / {np.percentile(refit, 90):.1%}", flush=True)
+    if args.out:
+        Path(args.out).write_text(json.dumps(dump, indent=1))
     print(f"\n{hardware_name(sn.vit.cls_token.device if args.device == 'cpu' else setting.torch_device)}, "
           f"{config['model']['name']} shape, {args.samples} calibration subnets, {args.subnets} held out\n")
     print(f"| runtime | base model | calibration | against one measurement: median | p90 | max | against the "
