@@ -51,7 +51,7 @@ from search.results import config_of, pareto_front, trials_frame  # noqa: E402
 from search.retrain import retrain  # noqa: E402
 from search.setup import ensure_supernet, phase_dir, prepare, use_scorer_table  # noqa: E402
 from search.study import run_trials  # noqa: E402
-from supernet.phase import resolve_methods  # noqa: E402
+from supernet.phase import proposals, resolve_methods  # noqa: E402
 from supernet.space import IntAxis, KeepAxis  # noqa: E402
 
 WIDTHS = ("embed_dim", "depth", "heads", "qk", "v", "mlp")
@@ -111,18 +111,13 @@ def searching(p, row: Row):
 def row_proposals(p, phase: dict, row: Row) -> list:
     """The row's methods' phase proposals that lie in its subspace, each once."""
     names = list(phase["proposals"]) if "all" in row.methods else [m for m in row.methods if m in phase["proposals"]]
-    seen, out = set(), []
-    for name in names:
-        for d in phase["proposals"][name]:
-            cfg = type(p.sn.space.largest()).from_dict(d)
-            try:
-                p.sn.space.validate(cfg)
-            except ValueError:
-                continue
-            if cfg.key() not in seen:
-                seen.add(cfg.key())
-                out.append(cfg)
-    return out
+    inside = []
+    for cfg in proposals({"proposals": {n: phase["proposals"][n] for n in names}}):
+        try:
+            inside.append(p.sn.space.validate(cfg))
+        except ValueError:  # varies an axis this row keeps at the base model's value
+            pass
+    return inside
 
 
 def search_row(p, phase: dict, row: Row, trials: int, budget: float) -> tuple:
@@ -149,9 +144,10 @@ def winners(p, df, budgets: list[float]) -> dict:
     again = p.meter.measure_many({str(i): p.sn.extract(c).eval() for i, c in enumerate(configs)})
     out = {}
     for r in budgets:
-        fits = [(front.iloc[i]["val_top1"], i) for i in range(len(configs)) if again[str(i)].ratio <= r]
-        out[r] = None if not fits else {"config": configs[max(fits)[1]], "val_top1": float(max(fits)[0]),
-                                        "remeasured_ratio": again[str(max(fits)[1])].ratio}
+        fits = [i for i in range(len(configs)) if again[str(i)].ratio <= r]
+        best = max(fits, key=lambda i: front.iloc[i]["val_top1"], default=None)
+        out[r] = None if best is None else {"config": configs[best], "val_top1": float(front.iloc[best]["val_top1"]),
+                                            "remeasured_ratio": again[str(best)].ratio}
     return out
 
 
