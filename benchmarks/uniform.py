@@ -161,9 +161,11 @@ def main() -> None:
                              "test_before": shipped["test_top1_before"], "test_after": shipped["test_top1"],
                              "seconds": f["seconds"], "config": winner.cfg.to_dict()}
         rows.append(row)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "uniform.json").write_text(json.dumps({"phase_seconds": phase_s, "vitnas_total_seconds": vitnas_total,
-                                                 "rows": rows}, indent=1))
+        out.mkdir(parents=True, exist_ok=True)  # after every budget: a stopped run keeps what it measured
+        (out / "uniform.json").write_text(json.dumps({"phase_seconds": phase_s, "vitnas_total_seconds": vitnas_total,
+                                                     "rows": rows}, indent=1))
+        print(f"== uniform at {r:g}×: test {row['uniform']['test_before']:.1%} -> {row['uniform']['test_after']:.1%}, "
+              f"{row['uniform']['ratio']:.3f}× the base ({settings['epochs']} epochs, {tuned_s:.0f} s)", flush=True)
     print(f"\n{hardware_name(torch.device(args.device))}, torch {torch.__version__}, {datetime.date.today()}, "
           f"{p.setting.describe()}; base {base_ms:.2f} ms; vitnas total {vitnas_total / 60:.1f} min (phase "
           f"{phase_s / 60:.1f} min once + search and retrain per budget); uniform fine-tuned for "
