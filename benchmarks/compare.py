@@ -241,7 +241,6 @@ def compare_runtime(args, runtime: str, budgets: list[float], out: Path) -> dict
     report = phase_dir(p, resolve_methods(p.config["supernet"]["method"])) / "train.json"
     phase_s = json.loads(report.read_text())["seconds"] if report.is_file() else None
     epochs = args.retrain_epochs or p.config["retrain"]["epochs"]
-    shape = (p.sn.spec.in_chans, *p.sn.spec.img_size)
     retrained: dict = {}
     rows = []
     for row in ROWS:
@@ -263,7 +262,7 @@ def compare_runtime(args, runtime: str, budgets: list[float], out: Path) -> dict
                     folder = out / runtime / f"retrain-{len(retrained)}"
                     metrics = retrain(p, cfg, folder, epochs=epochs, log=lambda *a: None)
                     metrics |= fresh_metrics(p, folder)
-                    cost = count_cost(p.sn.extract(cfg), shape)
+                    cost = count_cost(p.sn.extract(cfg), p.workload.input_shape)
                     retrained[key] = metrics | {"flops": cost.flops, "params": cost.params}
                 m = retrained[key]
                 entry |= {"met": m["ratio_to_base"] <= r, "config": cfg.to_dict(), "val_shared": w["val_top1"],
@@ -349,9 +348,9 @@ def main() -> None:
     (out / "compare.json").write_text(json.dumps({"runtimes": results, "efficiency": eff, "seconds": total,
                                                   "args": vars(args)}, indent=1, default=str))
 
+    retrain_for = f"{args.retrain_epochs} epoch(s)" if args.retrain_epochs else "the config's epochs"
     print(f"\n{hardware_name(torch.device(args.device))}, torch {torch.__version__}, {datetime.date.today()}; "
-          f"{args.trials} trials per row; every row retrained "
-          f"{f'{args.retrain_epochs} epoch(s)' if args.retrain_epochs else 'for the config' + chr(39) + 's epochs'}; "
+          f"{args.trials} trials per row; every row retrained for {retrain_for}; "
           f"whole comparison {total / 60:.1f} min" + (" (--quick: proves nothing)" if args.quick else ""))
     verdicts = [v for r in results.values() for v in print_runtime(r, budgets)]
     print("\nTarget, vitnas ≥ 1 point of test top-1 above every other row:")

@@ -9,8 +9,8 @@ relative error of the predicted ratio to the base model (median, p90, max) again
 the median of the ``--times`` measurements (one measurement moves by about as much as the targets allow on a
 noisy machine: the median of several is the better estimate of the subnet's latency); then the same after
 refitting on the first half of them (what the search does online), scored on the second half; and, as the
-noise floor, how far the same subnet's ratio moves between its first two measurements. Latency does not depend on weight values,
-so the model is the config's architecture at random init (no training needed).
+noise floor, how far the same subnet's ratio moves between its first two measurements. Latency does not
+depend on weight values, so the model is the config's architecture at random init (no training needed).
 """
 from __future__ import annotations
 
@@ -63,13 +63,13 @@ def main() -> None:
         err_one = table.errors([(c, r[0]) for c, r in measured])
         err = table.errors(held_out)
         # the noise floor: how far a subnet's second measurement is from its first
-        again = np.array([abs(r[1] - r[0]) / r[0] for _, r in measured]) if args.times > 1 else np.array([np.nan])
+        noise = np.median([abs(r[1] - r[0]) / r[0] for _, r in measured]) if args.times > 1 else float("nan")
         half = len(held_out) // 2
         for c, r in held_out[:half]:
             table.points.append((c, r))
         table.fit()
         refit = table.errors(held_out[half:])
-        rows.append((runtime, setting, table.base_ms, calibration_s, err_one, err, refit, np.nanmedian(again)))
+        rows.append((runtime, setting, table.base_ms, calibration_s, err_one, err, refit, noise))
         print(f"{runtime}: base {table.base_ms:.2f} ms; error against one measurement: median "
               f"{np.median(err_one):.1%}, p90 {np.percentile(err_one, 90):.1%}; against the median of "
               f"{args.times}: {np.median(err):.1%} / {np.percentile(err, 90):.1%}; after refit "
@@ -87,6 +87,7 @@ def main() -> None:
               f"{np.percentile(one, 90):.1%} | {one.max():.1%} | {np.median(err):.1%} | "
               f"{np.percentile(err, 90):.1%} | {err.max():.1%} | {np.median(refit):.1%} | "
               f"{np.percentile(refit, 90):.1%} | {noise:.1%} |")
+
 
 if __name__ == "__main__":
     main()

@@ -32,16 +32,15 @@ sys.path.insert(0, str(ROOT))
 from evaluators import count_cost  # noqa: E402
 from evaluators.lut import hardware_name  # noqa: E402
 from search.config import load_config  # noqa: E402
+from search.run import search_command  # noqa: E402
+from search.setup import ensure_supernet, prepare  # noqa: E402
+from search.workload import base_model_config, create_model, load_workload  # noqa: E402
 
 STEPS = ("base", "table", "phase", "search")
 
 
 def run_step(step: str, config: str, args) -> dict:
     """One step, in this process (the child): its seconds and this process's peak memory."""
-    from search.run import search_command
-    from search.setup import ensure_supernet, prepare
-    from search.workload import load_workload
-
     latency = {"runtime": args.runtime, "device": args.device, "threads": args.threads}
     quiet = lambda *a: None  # noqa: E731
     if step == "base":
@@ -100,7 +99,6 @@ def main() -> None:
     for given in args.configs.split(","):
         config = shortened(given, args, out)
         cfg = load_config(config)
-        from search.workload import base_model_config, create_model
         base = create_model(base_model_config(cfg))
         cost = count_cost(base, (base.patch_embed.proj.in_channels, *base.patch_embed.img_size))
         env = {**os.environ, "VITNAS_CACHE": str(out / f"cache-{Path(given).stem}"),
