@@ -117,16 +117,24 @@ def main() -> None:
     print(f"== gradient phase: {phase_s:.0f} s (once, for every budget); base {base_ms:.2f} ms "
           f"({p.setting.describe()})", flush=True)
 
-    found = {}
+    # each budget's vitnas result is kept as it finishes, and a re-run reuses it (the uniform side alone is ~1 h)
+    done = out / "vitnas.json"
+    found = {float(r): f for r, f in json.loads(done.read_text()).items()} if done.is_file() else {}
     for r in budgets:
+        if r in found:
+            print(f"== vitnas at {r:g}×: measured before ({done})", flush=True)
+            continue
         start = time.perf_counter()
         summary = search_command(args.config, latency=latency, trials=args.trials, retrain_top=1,
                                  out=out / f"vitnas-{r:g}", log=quiet, budget_ratio=r)
         shipped = summary.get("shipped")
         found[r] = {"seconds": time.perf_counter() - start, "shipped": shipped}
+        out.mkdir(parents=True, exist_ok=True)
+        done.write_text(json.dumps(found, indent=1))
         print(f"== vitnas at {r:g}×: " + (f"test {shipped['test_top1_before']:.1%} -> {shipped['test_top1']:.1%}, "
               f"{shipped['ratio_to_base']:.2f}× the base in a fresh process" if shipped else "nothing shipped") +
               f"; search + retrain {found[r]['seconds']:.0f} s", flush=True)
+    found = {r: found[r] for r in budgets}
     vitnas_total = phase_s + sum(f["seconds"] for f in found.values())
     share = vitnas_total / len(budgets)
 

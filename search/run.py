@@ -13,7 +13,7 @@ from supernet import ConfigError
 from supernet import distributed as ddp
 from supernet.phase import proposals
 
-from .optimize import Objective, build_sampler, config_params
+from .optimize import DEFAULT_SAMPLER, Objective, build_sampler, config_params
 from .setup import Prepared, ensure_supernet, latency_setting, prepare
 from .cache import cache_dir
 from .config import load_config
@@ -40,7 +40,7 @@ def _objective(p: Prepared, budget_ms: float) -> Objective:
 
 
 def search_command(config_path=None, budget_ms: float = 5.0, latency: dict | None = None, trials: int = 100,
-                   timeout: float | None = None, sampler: str = "nsga2", seed: int | None = 0,
+                   timeout: float | None = None, sampler: str = DEFAULT_SAMPLER, seed: int | None = 0,
                    storage: str | None = None, study_name: str | None = None, workers: int = 1, retrain_top: int = 1,
                    out=None, log=print, budget_ratio: float | None = None) -> dict:
     """The main job: prepare (cached), then an Optuna study under the budget, then the ``retrain_top`` best

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 from conftest import ROOT
+from search.optimize import SAMPLERS
 
 
 def run_benchmark(script: str, *args, cache) -> subprocess.CompletedProcess:
@@ -22,6 +23,7 @@ def test_uniform_narrowing_benchmark_runs(cache, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((tmp_path / "u" / "uniform.json").read_text())
     assert report["vitnas_total_seconds"] >= report["phase_seconds"] > 0
+    assert "2.0" in json.loads((tmp_path / "u" / "vitnas.json").read_text())  # kept for a re-run to reuse
     (row,) = report["rows"]
     vitnas, uniform = row["vitnas"], row["uniform"]
     assert vitnas and uniform["epochs"] == 1
@@ -45,6 +47,8 @@ def test_hypervolume_counts_the_area_the_front_dominates():
     assert abs(hv([(0.5, 0.5), (0.8, 0.8)]) - 0.31) < 1e-12
     assert abs(hv([(0.5, 0.5), (0.8, 0.8), (0.4, 0.6)]) - 0.31) < 1e-12  # dominated: adds nothing
     assert hv([]) == 0.0
+    # within a budget: points over it count for nothing, and the reference latency is the budget
+    assert abs(hv([(0.5, 0.5), (0.8, 0.8)], budget=0.6) - 0.05) < 1e-12
 
 
 def test_a_row_searches_only_its_axes(sn, rng):
@@ -79,13 +83,24 @@ def test_compare_benchmark_runs(cache, tmp_path):
     emb = [r for r in rows if r["row"] == "embedding (VTP)" and "config" in r]
     assert all(r["config"]["depth"] == 4 and set(r["config"]["keep"]) == {1.0} for r in emb)
     curves = report["efficiency"]["curves"]
-    assert sorted(curves) == ["nsga2", "random", "tpe"]
+    assert sorted(curves) == sorted(SAMPLERS)
     for runs in curves.values():
         (curve,) = runs  # --quick: one seed of 6 trials
         assert len(curve) == 6 and all(b >= a for a, b in zip(curve, curve[1:]))
     for png in ("torch-eager/compare.png", "hypervolume.png"):
         assert (tmp_path / "c" / png).stat().st_size > 0
     assert "Target, vitnas ≥ 1 point" in result.stdout
+
+
+def test_sampler_benchmark_runs(cache, tmp_path):
+    result = run_benchmark("samplers.py", "--config", "configs/tiny.yaml", "--samplers", "local,random", "--budgets",
+                           "2", "--trials", "3", "--threads", "1", "--out", str(tmp_path / "s"), cache=cache)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads((tmp_path / "s" / "samplers.json").read_text())
+    assert [(r["sampler"], r["budget"]) for r in rows] == [("local", 2.0), ("random", 2.0)]
+    for r in rows:
+        assert r["trials"] == 3 and r["best"] == max(v for v in (r["proposals"], r["own"]) if v is not None)
+    assert "| 2× | local | 0 |" in result.stdout
 
 
 def test_scale_benchmark_runs(tmp_path):

@@ -4,11 +4,12 @@ from types import SimpleNamespace
 import numpy as np
 import optuna
 import pandas as pd
+import pytest
 import torch
 
 from conftest import micro_vit
 from evaluators import LatencySetting
-from search.optimize import config_params, repair, suggest_config
+from search.optimize import SAMPLERS, config_params, repair, suggest_config
 from search.results import pareto_front
 from search.study import summary_markdown
 from supernet import Supernet, SubnetConfig
@@ -102,3 +103,74 @@ def test_a_trial_is_judged_on_its_ratio_to_the_base_model_not_on_a_drifting_cloc
     objective = Objective(sn, table, SlowMachine(), val, budget_ms=10.0, input_shape=(1, 32, 32), device="cpu")
     attrs = objective._evaluate(sn.space.smallest())
     assert attrs["measured_ms"] == 8.0 and attrs["clock_ms"] == 30.0 and attrs["constraint"] == -2.0
+
+
+def _synthetic_study(sampler_name: str, seed: int, trials: int = 30, proposals=(), depth: int = 4):
+    """A study on a micro space with closed-form objectives shaped like the real ones: accuracy needs every block
+    (a geometric mean of per-block saturating terms, so one over-pruned block costs the whole), latency is the
+    subnet's width; the budget is half the largest subnet's."""
+    from search.optimize import build_sampler
+
+    space = Supernet.from_timm(micro_vit(depth=depth)).space
+    size = lambda c: c.embed_dim * (sum(c.mlp[:c.depth]) + sum(h * q for h, q in zip(c.heads, c.qk)))  # noqa: E731
+
+    def accuracy(c):
+        blocks = [(1 - np.exp(-4 * m / space.mlp.max)) * (1 - np.exp(-4 * h * q / (space.heads.max * space.qk.max)))
+                  for m, h, q in zip(c.mlp[:c.depth], c.heads, c.qk)]
+        return (float(np.prod(blocks)) ** (1 / depth) * (1 - np.exp(-4 * c.embed_dim / space.embed_dim.max))
+                * (c.depth / space.depth.max) ** 0.3)
+    budget = size(space.largest()) / 2
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=build_sampler(sampler_name, seed))
+    for cfg in proposals:
+        study.enqueue_trial(config_params(cfg, space))
+    configs = []
+    for _ in range(trials):
+        trial = study.ask()
+        cfg = suggest_config(trial, space)
+        space.validate(cfg)
+        configs.append(cfg)
+        trial.set_constraint("latency_ms_over_budget", size(cfg) - budget)
+        study.tell(trial, [accuracy(cfg), size(cfg)])
+    return study, configs, budget
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+def test_every_sampler_runs_proposals_first_repeats_under_a_seed_and_suggests_valid_configs(name):
+    sn = Supernet.from_timm(micro_vit())
+    proposals = [sn.space.smallest(), sn.space.sample(np.random.default_rng(3))]
+    study, configs, _ = _synthetic_study(name, seed=1, proposals=proposals)
+    assert configs[:2] == proposals
+    assert _synthetic_study(name, seed=1, proposals=proposals)[1] == configs
+    assert len({c.key() for c in configs}) > len(configs) // 2  # it explores, it does not repeat one config
+
+
+def test_local_search_moves_on_the_grid_from_a_front_member_and_narrows_a_parent_over_budget():
+    from search.local_search import LocalSearchSampler
+
+    sampler = LocalSearchSampler(seed=0)
+    study, _, budget = _synthetic_study("random", seed=0, trials=20)
+    space = sampler.infer_relative_search_space(study, None)
+    completed = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    parents = sampler.parents(completed)
+    feasible = [t for t in completed if t.constraints["latency_ms_over_budget"] <= 0]
+    assert max(feasible, key=lambda t: t.values[0]) in parents  # the most accurate config within budget
+    for parent in parents:
+        child = sampler.mutate(parent, space)
+        moved = [n for n in child if child[n] != parent.params[n]]
+        assert moved
+        for n in moved:
+            dist = space[n]
+            if hasattr(dist, "step") and dist.step:
+                steps = abs(child[n] - parent.params[n]) / dist.step
+                assert steps == pytest.approx(round(steps)) and steps >= 1  # on the grid
+                if parent.constraints["latency_ms_over_budget"] > 0:
+                    assert child[n] < parent.params[n]  # over budget: only narrower
+
+
+def test_local_search_finds_a_better_config_within_budget_than_random_search_where_every_block_matters():
+    def best(name, seed):
+        study = _synthetic_study(name, seed, trials=60, depth=12)[0]
+        return max(t.values[0] for t in study.trials if t.constraints["latency_ms_over_budget"] <= 0)
+    local = [best("local", s) for s in range(3)]
+    random = [best("random", s) for s in range(3)]
+    assert np.median(local) > np.median(random), (local, random)
