@@ -1,6 +1,7 @@
 """Does the search earn its compute? (issue 13) vitnas against uniform narrowing at equal total compute.
 
     python benchmarks/uniform.py [--config FILE] [--budgets 0.7,0.5,0.35] [--trials 100] [--out DIR] [--quick]
+                                 [--uniform-epochs N]
 
 vitnas: one gradient phase (paid once, serving every budget), then per budget ``search run`` (the product's
 main job: a study, the winner retrained with the product's recipe and re-measured in a fresh process).
@@ -101,6 +102,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", default="results/uniform")
     ap.add_argument("--quick", action="store_true", help="one epoch of uniform fine-tuning: runs, compares nothing")
+    ap.add_argument("--uniform-epochs", type=int, default=None,
+                    help="fine-tune the uniform side this many epochs instead of the equal-compute share (e.g. the "
+                    "retrain's 3: architecture against architecture at equal fine-tuning)")
     args = ap.parse_args()
     budgets = [float(b) for b in args.budgets.split(",")]
     latency = {"device": args.device, "runtime": args.runtime, "threads": args.threads}
@@ -152,8 +156,8 @@ def main() -> None:
         cfg, _ = narrowest_within(p.meter, pruned, shipped["ratio_to_base"] if shipped else r)
         model = pruned.extract(cfg)
         before = evaluate_accuracy(model.eval(), p.workload.splits["test"], device=p.device)
-        settings["epochs"] = 1 if args.quick else max(1, int(share // train_seconds_per_epoch(model, train_set,
-                                                                                              settings)))
+        settings["epochs"] = 1 if args.quick else args.uniform_epochs or max(
+            1, int(share // train_seconds_per_epoch(model, train_set, settings)))
         start = time.perf_counter()
         finetune(model, base, train_set, settings, p.device, desc=f"uniform {r:g}×", log=print)
         tuned_s = time.perf_counter() - start
@@ -177,7 +181,9 @@ def main() -> None:
     print(f"\n{hardware_name(torch.device(args.device))}, torch {torch.__version__}, {datetime.date.today()}, "
           f"{p.setting.describe()}; base {base_ms:.2f} ms; vitnas total {vitnas_total / 60:.1f} min (phase "
           f"{phase_s / 60:.1f} min once + search and retrain per budget); uniform fine-tuned for "
-          f"{share / 60:.1f} min per budget" + (" (--quick: one epoch instead; not a comparison)" if args.quick else "")
+          + (f"{args.uniform_epochs} epochs per budget (--uniform-epochs: equal fine-tuning, not equal compute)"
+             if args.uniform_epochs else f"{share / 60:.1f} min per budget")
+          + (" (--quick: one epoch instead; not a comparison)" if args.quick else "")
           + "\n")
     print("| budget | model | × base (interleaved) | params | MFLOPs | test top-1 before → after | wall time |")
     print("|---|---|---|---|---|---|---|")

@@ -197,10 +197,17 @@ def test_train_supernet_runs_every_method_and_is_cached(cache, tmp_path):
     assert healed.returncode == 0, healed.stderr
     assert "phase.pt is unreadable" in healed.stdout and "the gradient phase starts over" in healed.stdout
     assert "sandwich.pt is unreadable" in healed.stdout and "supernet epoch 1/1" in healed.stdout
-    assert "at least 1" in error_line(run_cli("train-supernet", "--config", "configs/tiny.yaml", "--epochs", "0",
-                                              cache=cache))
-    assert "unknown method 'slim'" in error_line(run_cli("train-supernet", "--config", "configs/tiny.yaml",
-                                                         "--method", "slim", cache=cache))
+
+
+@pytest.mark.parametrize("args, says", [(["--epochs", "0"], "--epochs must be at least 1"),
+                                        (["--method", "slim"], "unknown method 'slim'")])
+def test_train_supernet_bad_inputs_get_one_clear_line(args, says, cache, capsys, monkeypatch):
+    from search.cli import main  # in this process, on the shared cache (the base model is trained there once)
+
+    monkeypatch.setenv("VITNAS_CACHE", str(cache))
+    code = main(["train-supernet", "--config", "configs/tiny.yaml", *args])
+    errors = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")]
+    assert code == 2 and len(errors) == 1 and says in errors[0], errors
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
