@@ -45,7 +45,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from evaluators import count_cost, evaluate_accuracy  # noqa: E402
 from evaluators.lut import hardware_name  # noqa: E402
-from search.optimize import DEFAULT_SAMPLER, SAMPLERS, Objective, build_sampler, config_params, suggest_config  # noqa: E402
+from search.optimize import (DEFAULT_SAMPLER, SAMPLERS, Objective, build_sampler, config_params,  # noqa: E402
+                             suggest_config)
 from search.remeasure import fresh_metrics  # noqa: E402
 from search.results import config_of, pareto_front, trials_frame  # noqa: E402
 from search.retrain import retrain  # noqa: E402

@@ -73,7 +73,7 @@ class LocalSearchSampler(optuna.samplers.BaseSampler):
     def mutate(self, parent, search_space: dict) -> dict:
         over = sum(v for v in parent.constraints.values() if v > 0)
         down = over > 0
-        # over budget by a fraction f: move more parameters (each step saves a few % of one block's cost)
+        # over budget by a fraction f: move a share 2f of the parameters (one step saves a few % of one block)
         rate = min(0.5, max(self.rate, 2 * over / (parent.values[1] - over))) if down else self.rate
         child = {n: parent.params[n] for n in search_space if n in parent.params}
         active = self.active(child)
@@ -103,9 +103,9 @@ def _neighbours(dist, value, down: bool, steps: int = 1) -> list:
     if isinstance(dist, CategoricalDistribution):
         return [] if down else [c for c in dist.choices if c != value]
     if isinstance(dist, (IntDistribution, FloatDistribution)) and dist.step is not None:
-        moves = {max(dist.low, value - steps * dist.step)} | (set() if down else {min(dist.high, value + steps * dist.step)})
-        moves.discard(value)
-        moves = sorted(moves)
+        moves = {max(dist.low, value - steps * dist.step)}
+        if not down:
+            moves.add(min(dist.high, value + steps * dist.step))
         cast = int if isinstance(dist, IntDistribution) else (lambda x: round(x, 9))
-        return [cast(m) for m in moves if dist.low - 1e-9 <= m <= dist.high + 1e-9]
+        return [cast(m) for m in sorted(moves - {value})]
     return []  # continuous or log axes: none in vitnas's space
