@@ -26,7 +26,7 @@ def test_uniform_narrowing_benchmark_runs(cache, tmp_path):
     assert "2.0" in json.loads((tmp_path / "u" / "vitnas.json").read_text())  # kept for a re-run to reuse
     (row,) = report["rows"]
     vitnas, uniform = row["vitnas"], row["uniform"]
-    assert vitnas and uniform["epochs"] == 1
+    assert vitnas and uniform["epochs"] == 1 and isinstance(uniform["fits"], bool)
     cfg = uniform["config"]  # one width for every block, every head, every block, every token
     assert cfg["depth"] == 4 and cfg["heads"] == [3] * 4 and cfg["keep"] == [1.0] * 4
     assert all(len(set(cfg[k])) == 1 for k in ("qk", "v", "mlp"))
