@@ -86,7 +86,8 @@ def test_compare_benchmark_runs(cache, tmp_path):
     assert sorted(curves) == sorted(SAMPLERS)
     for runs in curves.values():
         (curve,) = runs  # --quick: one seed of 6 trials
-        assert len(curve) == 6 and all(b >= a for a, b in zip(curve, curve[1:]))
+        # never decreases (up to float round-off: a new point changes the order the areas are summed in)
+        assert len(curve) == 6 and all(b >= a - 1e-12 for a, b in zip(curve, curve[1:]))
     for png in ("torch-eager/compare.png", "hypervolume.png"):
         assert (tmp_path / "c" / png).stat().st_size > 0
     assert "Target, vitnas ≥ 1 point" in result.stdout
