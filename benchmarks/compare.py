@@ -338,7 +338,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="a few trials, one retrain epoch, one seed: runs, proves nothing")
     args = ap.parse_args()
     if args.quick:
-        args.trials, args.retrain_epochs, args.hv_trials, args.hv_seeds = 6, 1, 6, 1
+        args.trials, args.retrain_epochs, args.hv_trials, args.hv_seeds = 4, 1, 4, 1
     budgets = sorted((float(b) for b in args.budgets.split(",")), reverse=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
