@@ -136,20 +136,17 @@ def search_row(p, phase: dict, row: Row, trials: int, budget: float) -> tuple:
     return trials_frame(study.trials), time.perf_counter() - start
 
 
-def winners(p, df, budgets: list[float]) -> dict:
-    """Per budget, the most accurate front config whose ratio, re-measured interleaved, is within it."""
+def winner(p, df, budget: float) -> dict | None:
+    """The most accurate front config whose ratio, re-measured interleaved, is within ``budget``."""
     front = pareto_front(df) if "depth" in df else df.iloc[0:0]
     configs = [config_of(r) for _, r in front.iterrows()]
     if not configs:
-        return {r: None for r in budgets}
+        return None
     again = p.meter.measure_many({str(i): p.sn.extract(c).eval() for i, c in enumerate(configs)})
-    out = {}
-    for r in budgets:
-        fits = [i for i in range(len(configs)) if again[str(i)].ratio <= r]
-        best = max(fits, key=lambda i: front.iloc[i]["val_top1"], default=None)
-        out[r] = None if best is None else {"config": configs[best], "val_top1": float(front.iloc[best]["val_top1"]),
-                                            "remeasured_ratio": again[str(best)].ratio}
-    return out
+    fits = [i for i in range(len(configs)) if again[str(i)].ratio <= budget]
+    best = max(fits, key=lambda i: front.iloc[i]["val_top1"], default=None)
+    return None if best is None else {"config": configs[best], "val_top1": float(front.iloc[best]["val_top1"]),
+                                      "remeasured_ratio": again[str(best)].ratio}
 
 
 def hypervolume(points: list[tuple[float, float]], budget: float = 1.0) -> float:
@@ -177,12 +174,13 @@ def efficiency(p, phase: dict, budget: float, trials: int, seeds: int, val_image
             accuracy[cfg.key()] = evaluate_accuracy(p.sn, val, cfg, p.device)
         return accuracy[cfg.key()], ratio
 
+    queued = [config_params(cfg, p.sn.space) for cfg in proposals(phase)[:trials]]
     curves: dict = {}
     for sampler in SAMPLERS:
         for seed in range(seeds):
             study = optuna.create_study(directions=["maximize", "minimize"], sampler=build_sampler(sampler, seed))
-            for cfg in proposals(phase)[:trials]:
-                study.enqueue_trial(config_params(cfg, p.sn.space), skip_if_exists=True)
+            for params in queued:
+                study.enqueue_trial(params, skip_if_exists=True)
             study.optimize(objective, n_trials=trials, show_progress_bar=True)
             values = [t.values for t in study.trials]
             curves.setdefault(sampler, []).append([hypervolume(values[:n + 1], budget) for n in range(len(values))])
@@ -197,7 +195,7 @@ def efficiency(p, phase: dict, budget: float, trials: int, seeds: int, val_image
     plot_efficiency(curves, out / "hypervolume.png", p.setting.describe(), budget)
     return {"curves": {s: [list(map(float, c)) for c in runs] for s, runs in curves.items()}, "best": best,
             "table": table, "evaluated_configs": len(accuracy), "budget": budget,
-            "queued_proposals": min(trials, len(proposals(phase)))}
+            "queued_proposals": len(queued)}
 
 
 def plot_efficiency(curves: dict, path: Path, latency: str, budget: float) -> None:
@@ -254,7 +252,7 @@ def compare_runtime(args, runtime: str, budgets: list[float], out: Path) -> dict
         with searching(p, row):
             for r in budgets:  # a study per budget, as ``search run`` has it (its sampler works near the budget)
                 df, search_s = search_row(p, phase, row, args.trials, r)
-                w = winners(p, df, [r])[r]
+                w = winner(p, df, r)
                 measured = int((df["state"] == "COMPLETE").sum()) if len(df) else 0
                 entry = {"runtime": runtime, "row": row.name, "budget": r, "trials": len(df), "measured": measured,
                          "search_s": search_s}

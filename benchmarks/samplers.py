@@ -26,8 +26,8 @@ from evaluators.lut import hardware_name  # noqa: E402
 from search.run import search_command  # noqa: E402
 
 
-def best_within(trials: pd.DataFrame, rows) -> float | None:
-    ok = trials[rows & (trials["state"] == "COMPLETE") & trials["feasible"].astype(bool)]
+def best_within(trials: pd.DataFrame, rows=True) -> float | None:
+    ok = trials[(trials["state"] == "COMPLETE") & trials["feasible"].astype(bool) & rows]
     return float(ok["val_top1"].max()) if len(ok) else None
 
 
@@ -52,7 +52,7 @@ def main() -> None:
                 trials = pd.read_csv(out / "trials.csv")
                 study = optuna.load_study(study_name=out.resolve().name, storage=f"sqlite:///{out.resolve()}/study.db")
                 queued = trials["number"].isin([t.number for t in study.trials if "fixed_params" in t.system_attrs])
-                row = {"budget": r, "sampler": sampler, "seed": seed, "best": best_within(trials, queued | ~queued),
+                row = {"budget": r, "sampler": sampler, "seed": seed, "best": best_within(trials),
                        "proposals": best_within(trials, queued), "own": best_within(trials, ~queued),
                        "measured": int((trials["state"] == "COMPLETE").sum()), "trials": len(trials)}
                 rows.append(row)

@@ -61,17 +61,15 @@ class LocalSearchSampler(optuna.samplers.BaseSampler):
         return child
 
     def parents(self, completed: list) -> list:
-        def over(t) -> float:
-            return sum(v for v in t.constraints.values() if v > 0)
-        feasible = [t for t in completed if over(t) == 0]
+        feasible = [t for t in completed if _over(t) == 0]
         front = [t for t in feasible if not any(_dominates(u, t) for u in feasible)]
         best = max((t.values[0] for t in feasible), default=-np.inf)
-        near = [t for t in completed if 0 < over(t) <= self.reach * (t.values[1] - over(t)) and t.values[0] > best]
+        near = [t for t in completed if 0 < _over(t) <= self.reach * (t.values[1] - _over(t)) and t.values[0] > best]
         unique = {tuple(t.values): t for t in front + near}.values()  # one per point
         return sorted(unique, key=lambda t: -t.values[0])
 
     def mutate(self, parent, search_space: dict) -> dict:
-        over = sum(v for v in parent.constraints.values() if v > 0)
+        over = _over(parent)
         down = over > 0
         # over budget by a fraction f: move a share 2f of the parameters (one step saves a few % of one block)
         rate = min(0.5, max(self.rate, 2 * over / (parent.values[1] - over))) if down else self.rate
@@ -89,6 +87,11 @@ class LocalSearchSampler(optuna.samplers.BaseSampler):
 
     def sample_independent(self, study, trial, param_name, param_distribution):
         return self._random.sample_independent(study, trial, param_name, param_distribution)
+
+
+def _over(trial) -> float:
+    """How far ``trial`` is over its constraints (0 when it meets them): latency over the budget, in ms."""
+    return sum(v for v in trial.constraints.values() if v > 0)
 
 
 def _dominates(a, b) -> bool:
