@@ -139,7 +139,10 @@ def test_retrain_command_reports_before_and_after_and_saves_a_loadable_model(cac
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert {"val_top1_before", "test_top1_before", "val_top1", "test_top1", "latency_ms"} <= set(m)
     assert m["settings"]["epochs"] == 1 and m["latency_ms"] > 0 and "torch-eager" in m["latency"]
-    assert m["measured_in"] == "a fresh process" and m["base_latency_ms"] > m["latency_ms"]
+    # the trial is the front's most accurate, which on the tiny model may time level with the base: no speed check
+    # here (timings belong in benchmarks), only that the figure is the fresh ratio x the run's base latency
+    assert m["measured_in"] == "a fresh process" and m["base_latency_ms"] > 0 and m["ratio_to_base"] > 0
+    assert m["latency_ms"] == pytest.approx(m["ratio_to_base"] * m["base_latency_ms"], abs=1e-4)
     with safe_open(str(tmp_path / "model.safetensors"), "pt") as f:
         meta = f.metadata()
         state = {k: f.get_tensor(k) for k in f.keys()}
