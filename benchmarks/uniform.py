@@ -23,7 +23,6 @@ import datetime
 import json
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -47,25 +46,14 @@ FINE = {"embed_dim": {"min": 4, "step": 4}, "mlp": {"min": 4, "step": 4}, "qk": 
         "v": {"min": 4, "step": 4}}
 
 
-def uniform(space, factor: float) -> SubnetConfig:
-    """Every width of the largest subnet times ``factor`` (on the space's grid), same depth, all heads."""
-    big = space.largest()
-
-    def w(axis):
-        return max(axis.min, min(axis.max, int(round(axis.max * factor / axis.step)) * axis.step))
-    d = big.depth
-    return space.validate(replace(big, embed_dim=w(space.embed_dim), mlp=[w(space.mlp)] * d,
-                                  qk=[w(space.qk)] * d, v=[w(space.v)] * d))
-
-
 def narrowest_within(meter, pruned: Supernet, ratio: float, steps: int = 8) -> tuple[SubnetConfig, float]:
     """The widest uniform shape whose measured ratio to the base is at most ``ratio`` (bisection on the factor,
     each candidate measured)."""
     lo, hi = 0.0, 1.0
-    best = (uniform(pruned.space, lo), None)  # every width at its minimum when nothing wider fits
+    best = (pruned.space.uniform(lo), None)  # every width at its minimum when nothing wider fits
     for _ in range(steps):
         mid = (lo + hi) / 2
-        cfg = uniform(pruned.space, mid)
+        cfg = pruned.space.validate(pruned.space.uniform(mid))
         measured = meter.measure(pruned.extract(cfg).eval()).ratio
         if measured <= ratio:
             lo, best = mid, (cfg, measured)

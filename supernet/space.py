@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -114,6 +114,25 @@ class SearchSpace:
         d = self.depth.min
         return SubnetConfig(self.embed_dim.min, d, [self.heads.min] * d, [self.mlp.min] * d,
                             ["msa"] * d, [self.keep.choices[0]] * d, [self.qk.min] * d, [self.v.min] * d)
+
+    def uniform(self, factor: float) -> SubnetConfig:
+        """Every width of the largest subnet times ``factor``, rounded to its axis's grid and clipped to its
+        bounds; every block, head and token kept (the shape a structured-pruning library's uniform ratio gives)."""
+        def width(axis: IntAxis) -> int:
+            return max(axis.min, min(axis.max, round(axis.max * factor / axis.step) * axis.step))
+        big = self.largest()
+        d = big.depth
+        return replace(big, embed_dim=width(self.embed_dim), mlp=[width(self.mlp)] * d, qk=[width(self.qk)] * d,
+                       v=[width(self.v)] * d)
+
+    def uniform_shapes(self) -> list[SubnetConfig]:
+        """Every distinct ``uniform`` shape narrower than the largest subnet, narrowest first."""
+        shapes = {}
+        for i in range(32):
+            cfg = self.uniform(i / 32)
+            shapes.setdefault(cfg.key(), cfg)
+        shapes.pop(self.largest().key(), None)
+        return list(shapes.values())
 
     def sample(self, rng=None) -> SubnetConfig:
         """A uniformly drawn valid config. ``rng``: a numpy Generator or a seed."""

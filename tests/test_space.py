@@ -41,6 +41,19 @@ def test_samples_are_valid_and_diverse(sn, rng):
     sn.space.validate(sn.space.smallest())
 
 
+def test_uniform_narrows_every_width_together_and_keeps_every_block_head_and_token():
+    space = SearchSpace.for_model(192, 12, 3, 768, 64, head_dim=64)
+    assert space.uniform(1.0) == space.largest()
+    floor = space.uniform(0.0)  # every width at its minimum, nothing else narrowed
+    assert (floor.embed_dim, set(floor.mlp), set(floor.qk), set(floor.v)) == (48, {96}, {16}, {16})
+    half = space.validate(space.uniform(0.5))
+    assert (half.embed_dim, set(half.mlp), set(half.qk), set(half.v)) == (96, {384}, {32}, {32})
+    assert half.depth == 12 and set(half.heads) == {3} and set(half.keep) == {1.0} and set(half.ops) == {"msa"}
+    widths = [space.uniform(f / 20) for f in range(21)]
+    for a, b in zip(widths, widths[1:]):  # wider with the factor, on every axis
+        assert a.embed_dim <= b.embed_dim and a.mlp[0] <= b.mlp[0] and a.qk[0] <= b.qk[0] and a.v[0] <= b.v[0]
+
+
 def _cfg(**kw):
     base = dict(embed_dim=48, depth=2, heads=[3, 3], mlp=[192, 192], ops=["msa", "msa"], keep=[1.0, 1.0])
     return SubnetConfig(**{**base, **kw})
