@@ -118,6 +118,7 @@ def test_a_winner_over_budget_in_a_fresh_process_is_never_shipped_quietly(cache,
         return lat(ms, ms / base), lat(base, 1.0)
 
     monkeypatch.setattr(remeasure_module, "remeasure_fresh", remeasure)
+    monkeypatch.setattr(ship_module, "uniform_rival", lambda *a: None)  # the over-budget rule alone (rival: below)
     said = []
     shipped = ship_module.ship(p, out, 50, 1, log=said.append)
     assert calls == [f"retrain-trial{order[0]}", f"retrain-trial{order[1]}"]  # the next config was retrained
@@ -129,6 +130,27 @@ def test_a_winner_over_budget_in_a_fresh_process_is_never_shipped_quietly(cache,
     assert ship_module.ship(p, out, 50, 1, log=said.append) is None
     assert any(s.startswith("!!") and "nothing shipped" in s for s in said), said
     assert not (out / "best").exists()  # no model from an earlier run is left looking shipped
+
+
+def test_the_best_uniform_narrowing_is_retrained_next_to_the_searchs_pick_and_the_better_ships(cache, searched,
+                                                                                               monkeypatch):
+    from search.setup import prepare
+    from search.ship import uniform_rival
+
+    monkeypatch.setenv("VITNAS_CACHE", str(cache))
+    p = prepare(ROOT / "configs" / "tiny.yaml", "cpu", threads=1, log=lambda *_: None)
+    r = load_results(searched)
+    assert r.config(0).key() in {c.key() for c in p.sn.space.uniform_shapes()}  # queued first
+    rival = uniform_rival(p, searched, 50)
+    assert rival is not None and rival["measured_ms"] <= 50
+    retrained = {m["trial"]: m for m in (json.loads(f.read_text()) for f in searched.glob("retrain-trial*/metrics.json"))}
+    pick = int(r.pareto.sort_values("val_top1").iloc[-1]["number"])
+    assert int(rival["number"]) in retrained  # as the search's pick, or next to it as its rival
+    assert pick in retrained and (len(retrained) >= 2 or pick == int(rival["number"]))
+    shipped = json.loads((searched / "best" / "metrics.json").read_text())
+    fitting = [m for m in retrained.values() if m["within_budget"]]
+    assert shipped["trial"] in {m["trial"] for m in fitting}  # the better of the two ships (a tie: the search's)
+    assert shipped["val_top1"] == max(m["val_top1"] for m in fitting)
 
 
 def test_retrain_command_reports_before_and_after_and_saves_a_loadable_model(cache, searched, tmp_path):
@@ -157,7 +179,8 @@ def test_export_runs_in_onnxruntime_without_vitnas_with_the_weights_the_trial_ha
                                                                                   monkeypatch):
     r = load_results(searched)
     retrained = int(json.loads((searched / "best" / "metrics.json").read_text())["trial"])
-    done = r.trials[(r.trials["state"] == "COMPLETE") & (r.trials["number"] != retrained)]
+    every = {int(f.name.removeprefix("retrain-trial")) for f in searched.glob("retrain-trial*")}  # and its rival
+    done = r.trials[(r.trials["state"] == "COMPLETE") & ~r.trials["number"].isin(every)]
     shared = int(done["number"].iloc[0])  # a trial the run did not retrain
     x = torch.randn(1, 1, 32, 32, generator=torch.Generator().manual_seed(0))
     monkeypatch.setenv("VITNAS_CACHE", str(cache))
