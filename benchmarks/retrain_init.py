@@ -2,9 +2,9 @@
 
     python benchmarks/retrain_init.py RESULTS [--config FILE] [--epochs 3]
 
-``RESULTS`` is a finished ``search run`` folder (its ``best/`` is the shipped model). Two shapes at the same
-measured latency — the shipped config, and every width narrowed by one factor on the search space's grid (all
-blocks, heads and tokens) to the widest such shape no slower than the shipped model — each retrained from two
+``RESULTS`` is a finished ``search run`` folder. Two shapes at the same measured latency — the search's pick on
+shared weights (``best.yaml``), and every width narrowed by one factor on the search space's grid (all blocks,
+heads and tokens) to the widest such shape no slower than the pick, measured now — each retrained from two
 starts with the product's recipe (``retrain:`` section, distillation from the base model):
 - shared: the supernet's weights (what ``retrain`` does: importance-ordered, gate- and sandwich-trained);
 - base: the base model's own weights, units ordered by L1 magnitude (what a structured-pruning library does;
@@ -38,12 +38,11 @@ from uniform import cost, narrowest_within  # noqa: E402  (this folder)
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("results", help="a finished `search run` folder with best/")
+    ap.add_argument("results", help="a finished `search run` folder (with best.yaml)")
     ap.add_argument("--config", default=None)
     ap.add_argument("--epochs", type=int, default=None, help="retrain epochs (default: the config's)")
     args = ap.parse_args()
     results = Path(args.results)
-    shipped = json.loads((results / "best" / "metrics.json").read_text())
     searched_in = run_settings(results).get("latency", {})
     p = prepare(args.config or run_settings(results).get("config_path"), log=lambda *a: None,
                 **{k: searched_in[k] for k in ("device", "runtime", "dtype", "batch_size", "threads") if k in searched_in})
@@ -51,13 +50,13 @@ def main() -> None:
     settings = dict(p.config["retrain"], **({"epochs": args.epochs} if args.epochs else {}))
     from_base = Supernet.from_timm(copy.deepcopy(p.workload.model), bounds=p.config["space"]).eval()
     reorder(from_base, magnitude_importance(from_base))
-    searched = SubnetConfig.from_yaml(results / "best" / "subnet.yaml")
-    uniform, _ = narrowest_within(p.meter, from_base, shipped["ratio_to_base"])
+    searched = SubnetConfig.from_yaml(results / "best.yaml")
+    uniform, _ = narrowest_within(p.meter, from_base, p.meter.measure(p.sn.extract(searched).eval()).ratio)
     shape = (p.sn.spec.in_chans, *p.sn.spec.img_size)
-    print(f"shipped {searched.key()}\nuniform {uniform.key()}\n(supernet scorer: {p.sn.spec.scorer}; the base start "
+    print(f"searched {searched.key()}\nuniform {uniform.key()}\n(supernet scorer: {p.sn.spec.scorer}; the base start "
           "ranks tokens by CLS attention)", flush=True)
     rows = []
-    for shape_name, cfg in (("shipped", searched), ("uniform", uniform)):
+    for shape_name, cfg in (("searched", searched), ("uniform", uniform)):
         for start, sn in (("shared", p.sn), ("base", from_base)):
             model = sn.extract(cfg).eval()
             before = evaluate_accuracy(model, p.workload.splits["test"], device=p.device)
@@ -81,7 +80,7 @@ def main() -> None:
         print(f"| {r['shape']} | {ratio:.3f} | {r['params'] / 1e6:.2f} M | {r['flops'] / 1e6:.1f} | {r['start']} | "
               f"{r['test_before']:.1%} → {r['test_after']:.1%} | {r['val_after']:.1%} |")
     out = results / "retrain_init.json"
-    out.write_text(json.dumps({"configs": {"shipped": searched.to_dict(), "uniform": uniform.to_dict()},
+    out.write_text(json.dumps({"configs": {"searched": searched.to_dict(), "uniform": uniform.to_dict()},
                                "rows": [{k: v for k, v in r.items() if k != "model"} for r in rows]}, indent=1))
     print(f"\nwritten {out}")
 

@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import yaml
+
 from conftest import ROOT
 from search.optimize import SAMPLERS
 
@@ -33,14 +35,15 @@ def test_uniform_narrowing_benchmark_runs(cache, tmp_path):
     for m in (vitnas, uniform):
         assert m["ratio"] > 0 and m["params"] > 0 and m["flops"] > 0 and 0 <= m["test_after"] <= 1
     assert "| vitnas − uniform |" in result.stdout
-    # the search's shipped shape and the uniform one, each from shared and from base weights
+    # the search's pick and the uniform shape, each from shared and from base weights
     result = run_benchmark("retrain_init.py", str(tmp_path / "u" / "vitnas-2"), "--epochs", "1", cache=cache)
     assert result.returncode == 0, result.stderr[-3000:]
     cross = json.loads((tmp_path / "u" / "vitnas-2" / "retrain_init.json").read_text())
     assert [(r["shape"], r["start"]) for r in cross["rows"]] == [
-        ("shipped", "shared"), ("shipped", "base"), ("uniform", "shared"), ("uniform", "base")]
+        ("searched", "shared"), ("searched", "base"), ("uniform", "shared"), ("uniform", "base")]
     assert all(0 <= r["test_after"] <= 1 and r["params"] > 0 for r in cross["rows"])
-    assert cross["rows"][0]["test_before"] == vitnas["test_before"]  # the shared start is the shipped model's
+    picked = yaml.safe_load((tmp_path / "u" / "vitnas-2" / "best.yaml").read_text())["metrics"]
+    assert cross["rows"][0]["test_before"] == picked["test_top1"]  # the shared start is the pick on shared weights
 
 
 def compare_module():
