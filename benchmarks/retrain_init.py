@@ -43,9 +43,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=None, help="retrain epochs (default: the config's)")
     args = ap.parse_args()
     results = Path(args.results)
-    searched_in = run_settings(results).get("latency", {})
-    p = prepare(args.config or run_settings(results).get("config_path"), log=lambda *a: None,
-                **{k: searched_in[k] for k in ("device", "runtime", "dtype", "batch_size", "threads") if k in searched_in})
+    run = run_settings(results)
+    p = prepare(args.config or run.get("config_path"), log=lambda *a: None, **run.get("latency", {}))  # as searched
     ensure_supernet(p, log=print)
     settings = dict(p.config["retrain"], **({"epochs": args.epochs} if args.epochs else {}))
     from_base = Supernet.from_timm(copy.deepcopy(p.workload.model), bounds=p.config["space"]).eval()

@@ -82,7 +82,7 @@ def ship(p, out: Path, budget_ms: float, top: int, log=print) -> dict | None:
     front.to_csv(out / "pareto.csv", index=False)
     rival = uniform_rival(p, out, budget_ms) if top else None
     if rival is not None and int(rival["number"]) not in retrained:
-        finish(rival, "the widest uniform narrowing within the budget: the search's pick ships only if it retrains "
+        finish(rival, "the best uniform narrowing within the budget: the search's pick ships only if it retrains "
                       "better", uniform=True)
     best = out / "best"
     shutil.rmtree(best, ignore_errors=True)  # never leave an earlier run's model looking shipped
