@@ -10,7 +10,8 @@ Per runtime: the product's gradient phase (cached; one per measurement setting, 
 then per row and budget one study over that row's subspace of the trained supernet (the other axes at the base
 model's values), the budget as its constraint, as ``search run`` has it. Rows:
 
-- vitnas: every axis, the default sampler, the phase's proposals queued first (as ``search run`` does);
+- vitnas: every axis, the default sampler, as ``search run`` has it: the uniform narrowings around the budget and
+  the phase's proposals queued first, the best uniform narrowing retrained next to the winner, the better kept;
 - each seed method's axes alone, its proposals queued first: tokens with the DynamicViT scorer, tokens with
   the Patch Slimming scorer, heads + head widths + MLP (ViT-Slim, NViT), embedding (VTP), depth with exits
   (WDPruning), MSA→conv (SPViT). They share the all-method phase's ordering and sandwich-trained weights: a
@@ -50,7 +51,9 @@ from search.optimize import (DEFAULT_SAMPLER, SAMPLERS, Objective, build_sampler
 from search.remeasure import fresh_metrics  # noqa: E402
 from search.results import config_of, pareto_front, trials_frame  # noqa: E402
 from search.retrain import retrain  # noqa: E402
+from search.run import uniform_near  # noqa: E402
 from search.setup import ensure_supernet, phase_dir, prepare, use_scorer_table  # noqa: E402
+from search.ship import uniform_rival  # noqa: E402
 from search.study import run_trials  # noqa: E402
 from supernet.phase import proposals, resolve_methods  # noqa: E402
 from supernet.space import IntAxis, KeepAxis  # noqa: E402
@@ -66,10 +69,12 @@ class Row:
     scorer: str | None = None       # token scorer; None: the one the phase chose
     sampler: str = DEFAULT_SAMPLER
     loop: bool = True               # False: the queued proposals only
+    uniform: bool = False           # as ``search run``: uniform narrowings around the budget queued first, the best
+                                    # of them retrained next to the winner and the better by val kept
 
 
 ROWS = [
-    Row("vitnas, every axis", methods=("all",)),
+    Row("vitnas, every axis", methods=("all",), uniform=True),
     Row("tokens (DynamicViT)", frozenset({"keep"}), ("dynamicvit",), scorer="dynamicvit"),
     Row("tokens (Patch Slimming)", frozenset({"keep"}), ("patchslim",), scorer="patchslim"),
     Row("heads, head widths, MLP (ViT-Slim, NViT)", frozenset({"heads", "qk", "v", "mlp"}), ("vitslim", "nvit")),
@@ -125,6 +130,8 @@ def search_row(p, phase: dict, row: Row, trials: int, budget: float) -> tuple:
     """(trials frame, seconds) of one study of ``row`` under the loosest budget (a ratio of the base)."""
     study = optuna.create_study(directions=["maximize", "minimize"], sampler=build_sampler(row.sampler, 0))
     queued = row_proposals(p, phase, row) if row.methods else []
+    if row.uniform:
+        queued = uniform_near(p, budget * p.base_latency.median_ms) + queued
     for cfg in queued[:trials]:
         study.enqueue_trial(config_params(cfg, p.sn.space), skip_if_exists=True)
     n = min(trials, len(queued)) if not row.loop else trials
@@ -243,12 +250,15 @@ def compare_runtime(args, runtime: str, budgets: list[float], out: Path) -> dict
     """Every row in one runtime: studies, winners, retrains, fresh-process measurements."""
     p = prepare(args.config, runtime=runtime, threads=args.threads, device=args.device, log=print)
     phase = ensure_supernet(p, log=print)
+    if args.quick:  # retrains that only show the pipeline runs (the phase above trained on every image)
+        train = p.workload.splits["train"]
+        p.workload.splits["train"] = Subset(train, range(0, len(train), 8))
     report = phase_dir(p, resolve_methods(p.config["supernet"]["method"])) / "train.json"
     phase_s = json.loads(report.read_text())["seconds"] if report.is_file() else None
     epochs = args.retrain_epochs or p.config["retrain"]["epochs"]
     retrained: dict = {}
     rows = []
-    for row in ROWS:
+    for row in ROWS if args.trials else []:  # --trials 0: the search-efficiency study alone
         with searching(p, row):
             for r in budgets:  # a study per budget, as ``search run`` has it (its sampler works near the budget)
                 df, search_s = search_row(p, phase, row, args.trials, r)
@@ -260,29 +270,40 @@ def compare_runtime(args, runtime: str, budgets: list[float], out: Path) -> dict
                     rows.append(entry | {"met": False})
                     print(f"[{runtime}] {row.name} at {r:g}×: nothing measured within the budget", flush=True)
                     continue
-                cfg = w["config"]
-                key = (p.sn.spec.scorer, cfg.key())
-                if key not in retrained:
-                    folder = out / runtime / f"retrain-{len(retrained)}"
-                    metrics = retrain(p, cfg, folder, epochs=epochs, log=lambda *a: None)
-                    metrics |= fresh_metrics(p, folder)
-                    cost = count_cost(p.sn.extract(cfg), p.workload.input_shape)
-                    retrained[key] = metrics | {"flops": cost.flops, "params": cost.params}
-                m = retrained[key]
-                entry |= {"met": m["ratio_to_base"] <= r, "config": cfg.to_dict(), "val_shared": w["val_top1"],
-                          "remeasured_ratio": w["remeasured_ratio"], "fresh_ratio": m["ratio_to_base"],
+                rival = uniform_rival(p, df, r * p.base_latency.median_ms) if row.uniform else None
+                candidates = [(w["config"], w["val_top1"], w["remeasured_ratio"])] + (
+                    [] if rival is None or config_of(rival).key() == w["config"].key() else
+                    [(config_of(rival), float(rival["val_top1"]), float(rival["measured_ms"]) / p.base_latency.median_ms)])
+                for cfg, *_ in candidates:
+                    if (p.sn.spec.scorer, cfg.key()) not in retrained:
+                        folder = out / runtime / f"retrain-{len(retrained)}"
+                        metrics = retrain(p, cfg, folder, epochs=epochs, log=lambda *a: None)
+                        metrics |= fresh_metrics(p, folder)
+                        cost = count_cost(p.sn.extract(cfg), p.workload.input_shape)
+                        retrained[p.sn.spec.scorer, cfg.key()] = metrics | {"flops": cost.flops, "params": cost.params}
+                after = {c[0].key(): retrained[p.sn.spec.scorer, c[0].key()] for c in candidates}
+                # as ``ship``: the best by val of those that meet the budget in a fresh process (a tie: the winner)
+                cfg, val_shared, remeasured = max(candidates, key=lambda c: (
+                    after[c[0].key()]["ratio_to_base"] <= r, after[c[0].key()]["val_top1"], c is candidates[0]))
+                m = after[cfg.key()]
+                uniform = cfg.key() in {c.key() for c in p.sn.space.uniform_shapes()}
+                entry |= {"met": m["ratio_to_base"] <= r, "config": cfg.to_dict(), "val_shared": val_shared,
+                          "uniform_narrowing": uniform, "remeasured_ratio": remeasured, "fresh_ratio": m["ratio_to_base"],
                           "fresh_ms": m["latency_ms"], "val_before": m["val_top1_before"],
                           "test_before": m["test_top1_before"], "val_after": m["val_top1"],
-                          "test_after": m["test_top1"], "retrain_s": m["seconds"],
+                          "test_after": m["test_top1"], "retrained": len(after),
+                          "retrain_s": sum(a["seconds"] for a in after.values()),
                           "flops": m["flops"], "params": m["params"]}
                 rows.append(entry)
                 print(f"[{runtime}] {row.name} at {r:g}×: test {entry['test_before']:.1%} -> "
                       f"{entry['test_after']:.1%}, {entry['fresh_ratio']:.2f}× in a fresh process"
+                      + (" (a uniform narrowing)" if uniform else "")
                       + ("" if entry["met"] else " (over the budget)"), flush=True)
     base_test = p.workload.metrics.get("test_top1") or evaluate_accuracy(p.workload.model,
                                                                          p.workload.splits["test"], device=p.device)
     (out / runtime).mkdir(parents=True, exist_ok=True)
-    plot_rows(rows, base_test, out / runtime / "compare.png", p.setting.describe())
+    if rows:
+        plot_rows(rows, base_test, out / runtime / "compare.png", p.setting.describe())
     return {"setting": p.setting.describe(), "base_ms": p.base_latency.median_ms, "base_test": base_test,
             "phase_s": phase_s, "rows": rows, "prepared": p, "phase": phase}
 
@@ -325,7 +346,8 @@ def main() -> None:
     ap.add_argument("--config", default=None)
     ap.add_argument("--runtimes", default="torch-eager,onnxruntime")
     ap.add_argument("--budgets", default="0.7,0.5,0.35", help="fractions of the base model's measured latency")
-    ap.add_argument("--trials", type=int, default=40, help="per row (the proposals row: its proposals)")
+    ap.add_argument("--trials", type=int, default=40,
+                    help="per row (the proposals row: its proposals); 0: no rows, the search-efficiency study alone")
     ap.add_argument("--retrain-epochs", type=int, default=None, help="every row alike (default: the config's)")
     ap.add_argument("--hv-trials", type=int, default=60)
     ap.add_argument("--hv-seeds", type=int, default=3)
@@ -333,11 +355,14 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", default="results/compare")
-    ap.add_argument("--quick", action="store_true", help="a few trials, one retrain epoch, one seed: runs, proves nothing")
+    ap.add_argument("--quick", action="store_true",
+                    help="the first runtime, the middle budget, 4 trials per row, each retrain one epoch on an eighth "
+                         "of the training images, one seed of 4 trials per sampler: runs end to end, proves nothing")
     args = ap.parse_args()
+    budgets = sorted((float(b) for b in args.budgets.split(",")), reverse=True)
     if args.quick:
         args.trials, args.retrain_epochs, args.hv_trials, args.hv_seeds = 4, 1, 4, 1
-    budgets = sorted((float(b) for b in args.budgets.split(",")), reverse=True)
+        args.runtimes, budgets = args.runtimes.split(",")[0], budgets[len(budgets) // 2:][:1]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -357,10 +382,11 @@ def main() -> None:
     print(f"\n{hardware_name(torch.device(args.device))}, torch {torch.__version__}, {datetime.date.today()}; "
           f"{args.trials} trials per row; every row retrained for {retrain_for}; "
           f"whole comparison {total / 60:.1f} min" + (" (--quick: proves nothing)" if args.quick else ""))
-    verdicts = [v for r in results.values() for v in print_runtime(r, budgets)]
-    print("\nTarget, vitnas ≥ 1 point of test top-1 above every other row:")
-    for v in verdicts:
-        print(f"- {v}")
+    if args.trials:
+        verdicts = [v for r in results.values() for v in print_runtime(r, budgets)]
+        print("\nTarget, vitnas ≥ 1 point of test top-1 above every other row:")
+        for v in verdicts:
+            print(f"- {v}")
     if eff:
         print(f"\n### Search efficiency ({first['setting']}; budget {eff['budget']:g}× the base; {args.hv_seeds} "
               f"seeds × {args.hv_trials} trials per sampler, the first {eff['queued_proposals']} the phase's proposals; "
@@ -374,7 +400,7 @@ def main() -> None:
         print(f"\nTarget, {DEFAULT_SAMPLER} (the default) reaches random search's final hypervolume in under half the "
               "trials: "
               f"{'met' if n and n < args.hv_trials / 2 else 'missed'} ({n or 'not reached'} of {args.hv_trials})")
-    print(f"\nwrote {out}/compare.json, " + ", ".join(f"{out}/{rt}/compare.png" for rt in results) +
+    print(f"\nwrote {out}/compare.json" + "".join(f", {out}/{rt}/compare.png" for rt in results if args.trials) +
           (f", {out}/hypervolume.png" if eff else ""))
 
 

@@ -35,7 +35,7 @@ from evaluators.lut import hardware_name  # noqa: E402
 from search.config import load_config  # noqa: E402
 from search.export import load_subnet  # noqa: E402
 from search.retrain import finetune  # noqa: E402
-from search.run import search_command  # noqa: E402
+from search.run import search_command, widest_uniform  # noqa: E402
 from search.setup import ensure_supernet, phase_dir, prepare  # noqa: E402
 from supernet import Supernet, SubnetConfig  # noqa: E402
 from supernet.importance import magnitude_importance, reorder  # noqa: E402
@@ -46,20 +46,11 @@ FINE = {"embed_dim": {"min": 4, "step": 4}, "mlp": {"min": 4, "step": 4}, "qk": 
         "v": {"min": 4, "step": 4}}
 
 
-def narrowest_within(meter, pruned: Supernet, ratio: float, steps: int = 8) -> tuple[SubnetConfig, float]:
-    """The widest uniform shape whose measured ratio to the base is at most ``ratio`` (bisection on the factor,
-    each candidate measured)."""
-    lo, hi = 0.0, 1.0
-    best = (pruned.space.uniform(lo), None)  # every width at its minimum when nothing wider fits
-    for _ in range(steps):
-        mid = (lo + hi) / 2
-        cfg = pruned.space.validate(pruned.space.uniform(mid))
-        measured = meter.measure(pruned.extract(cfg).eval()).ratio
-        if measured <= ratio:
-            lo, best = mid, (cfg, measured)
-        else:
-            hi = mid
-    return best
+def narrowest_within(meter, pruned: Supernet, ratio: float) -> tuple[SubnetConfig, float | None]:
+    """The widest uniform shape whose measured ratio to the base is at most ``ratio`` and that ratio (the
+    narrowest shape and None when none is), found as ``search run`` finds its uniform rival."""
+    shapes, n, measured = widest_uniform(meter, pruned, ratio)
+    return (shapes[n - 1], measured[n - 1]) if n else (pruned.space.uniform(0.0), None)
 
 
 def cost(model, shape) -> dict:

@@ -32,21 +32,27 @@ def _check_budget(p: Prepared, budget_ms: float, log=print) -> Latency:
     return p.base_latency
 
 
+def widest_uniform(meter, sn, ratio: float, learn=None) -> tuple[list, int, dict]:
+    """Bisect ``sn.space.uniform_shapes()`` (latency grows along the list) by measurement for how many of them
+    run within ``ratio`` of the base: ``(shapes, n, measured ratio by index)``; ``shapes[n - 1]`` is the widest
+    that fits. ``learn(cfg, ratio)`` is told every measurement."""
+    shapes, measured = sn.space.uniform_shapes(), {}
+    lo, hi = 0, len(shapes)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        measured[mid] = meter.measure(sn.extract(shapes[mid]).eval()).ratio
+        if learn:
+            learn(shapes[mid], measured[mid])
+        lo, hi = (mid + 1, hi) if measured[mid] <= ratio else (lo, mid)
+    return shapes, lo, measured
+
+
 def uniform_near(p: Prepared, budget_ms: float) -> list:
     """The widest uniformly narrowed shape measured within the budget and the next wider one; none when even the
     narrowest is over. Measured, not predicted, and each measurement teaches the table: before it had seen one,
     the table predicted these full-depth shapes 25-40% slow and skipped them unmeasured (README, issue 13)."""
-    shapes = p.sn.space.uniform_shapes()  # narrowest first; latency grows along the list
-    lo, hi = 0, len(shapes)  # bisect for how many of them fit
-    while lo < hi:
-        mid = (lo + hi) // 2
-        lat = p.meter.measure(p.sn.extract(shapes[mid]).eval())
-        p.table.add(shapes[mid], lat.ratio)
-        if lat.at(p.base_latency.median_ms) <= budget_ms:
-            lo = mid + 1
-        else:
-            hi = mid
-    return shapes[max(0, lo - 1):lo + 1] if lo else []
+    shapes, n, _ = widest_uniform(p.meter, p.sn, budget_ms / p.base_latency.median_ms, p.table.add)
+    return shapes[max(0, n - 1):n + 1] if n else []
 
 
 def _objective(p: Prepared, budget_ms: float) -> Objective:

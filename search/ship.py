@@ -29,10 +29,9 @@ def base_accuracy(p) -> dict:
                                                                          device=p.device) for s in ("val", "test")}
 
 
-def uniform_rival(p, out: Path, budget_ms: float):
-    """The most accurate uniformly narrowed trial (``run`` queues the two around the budget) measured within
-    ``budget_ms``, or None."""
-    trials = pd.read_csv(out / "trials.csv")
+def uniform_rival(p, trials: pd.DataFrame, budget_ms: float):
+    """The most accurate uniformly narrowed trial of ``trials`` (a study's frame; ``run`` queues the two around
+    the budget) measured within ``budget_ms``, or None."""
     if "depth" not in trials:
         return None
     done = trials[(trials["state"] == "COMPLETE") & trials["feasible"] & (trials["measured_ms"] <= budget_ms)]
@@ -80,7 +79,7 @@ def ship(p, out: Path, budget_ms: float, top: int, log=print) -> dict | None:
         front.loc[i, ["retrained_val_top1", "retrained_test_top1", "fresh_ms"]] = (
             metrics["val_top1"], metrics["test_top1"], metrics["latency_ms"])
     front.to_csv(out / "pareto.csv", index=False)
-    rival = uniform_rival(p, out, budget_ms) if top else None
+    rival = uniform_rival(p, pd.read_csv(out / "trials.csv"), budget_ms) if top else None
     if rival is not None and int(rival["number"]) not in retrained:
         finish(rival, "the best uniform narrowing within the budget: the search's pick ships only if it retrains "
                       "better", uniform=True)

@@ -128,8 +128,8 @@ class SearchSpace:
     def uniform_shapes(self) -> list[SubnetConfig]:
         """Every distinct ``uniform`` shape narrower than the largest subnet, narrowest first."""
         shapes = {}
-        for i in range(32):
-            cfg = self.uniform(i / 32)
+        for i in range(256):  # finer than any grid here (the finest, step 4 of 192, moves at 1/48)
+            cfg = self.uniform(i / 256)
             shapes.setdefault(cfg.key(), cfg)
         shapes.pop(self.largest().key(), None)
         return list(shapes.values())

@@ -91,6 +91,8 @@ def test_compare_benchmark_runs(cache, tmp_path):
     for r in rows:
         if "config" in r:  # retrained and re-measured in a fresh process; "met" is that figure against the budget
             assert r["met"] == (r["fresh_ratio"] <= r["budget"]) and 0 <= r["test_after"] <= 1 and r["flops"] > 0
+    (ours,) = [r for r in rows if r["row"] == names[0]]  # as ``search run``: the uniform rival retrained too
+    assert ours["uniform_narrowing"] or ours["retrained"] == 2
     emb = [r for r in rows if r["row"] == "embedding (VTP)" and "config" in r]
     assert all(r["config"]["depth"] == 4 and set(r["config"]["keep"]) == {1.0} for r in emb)
     curves = report["efficiency"]["curves"]

@@ -141,7 +141,7 @@ def test_the_best_uniform_narrowing_is_retrained_next_to_the_searchs_pick_and_th
     p = prepare(ROOT / "configs" / "tiny.yaml", "cpu", threads=1, log=lambda *_: None)
     r = load_results(searched)
     assert r.config(0).key() in {c.key() for c in p.sn.space.uniform_shapes()}  # queued first
-    rival = uniform_rival(p, searched, 50)
+    rival = uniform_rival(p, pd.read_csv(searched / "trials.csv"), 50)
     assert rival is not None and rival["measured_ms"] <= 50
     retrained = {m["trial"]: m for m in (json.loads(f.read_text()) for f in searched.glob("retrain-trial*/metrics.json"))}
     pick = int(r.pareto.sort_values("val_top1").iloc[-1]["number"])
