@@ -359,6 +359,7 @@ def main() -> None:
                     help="the first runtime, the middle budget, 4 trials per row, each retrain one epoch on an eighth "
                          "of the training images, one seed of 4 trials per sampler: runs end to end, proves nothing")
     args = ap.parse_args()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress bars say it; a line per trial buries them
     budgets = sorted((float(b) for b in args.budgets.split(",")), reverse=True)
     if args.quick:
         args.trials, args.retrain_epochs, args.hv_trials, args.hv_seeds = 4, 1, 4, 1
