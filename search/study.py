@@ -93,7 +93,9 @@ def finished(study: optuna.Study) -> int:
 
 def run_trials(study: optuna.Study, objective: Objective, n_trials: int, timeout: float | None, show: bool) -> None:
     """Trials until the study (all workers together) has ``n_trials`` completed or skipped ones."""
-    optuna.storages.fail_stale_trials(study)
+    with warnings.catch_warnings():  # experimental in Optuna's eyes, relied on here (see open_study)
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
     fail_orphans(study)
     start = finished(study)
     if start >= n_trials:
