@@ -33,7 +33,7 @@ from search.results import run_settings  # noqa: E402
 from search.setup import ensure_supernet, prepare  # noqa: E402
 from supernet import Supernet, SubnetConfig  # noqa: E402
 from supernet.importance import magnitude_importance, reorder  # noqa: E402
-from uniform import cost, narrowest_within  # noqa: E402  (this folder)
+from uniform import cost, widest_uniform_within  # noqa: E402  (this folder)
 
 
 def main() -> None:
@@ -50,7 +50,7 @@ def main() -> None:
     from_base = Supernet.from_timm(copy.deepcopy(p.workload.model), bounds=p.config["space"]).eval()
     reorder(from_base, magnitude_importance(from_base))
     searched = SubnetConfig.from_yaml(results / "best.yaml")
-    uniform, _ = narrowest_within(p.meter, from_base, p.meter.measure(p.sn.extract(searched).eval()).ratio)
+    uniform, _ = widest_uniform_within(p.meter, from_base, p.meter.measure(p.sn.extract(searched).eval()).ratio)
     shape = (p.sn.spec.in_chans, *p.sn.spec.img_size)
     print(f"searched {searched.key()}\nuniform {uniform.key()}\n(supernet scorer: {p.sn.spec.scorer}; the base start "
           "ranks tokens by CLS attention)", flush=True)

@@ -46,7 +46,7 @@ FINE = {"embed_dim": {"min": 4, "step": 4}, "mlp": {"min": 4, "step": 4}, "qk": 
         "v": {"min": 4, "step": 4}}
 
 
-def narrowest_within(meter, pruned: Supernet, ratio: float) -> tuple[SubnetConfig, float | None]:
+def widest_uniform_within(meter, pruned: Supernet, ratio: float) -> tuple[SubnetConfig, float | None]:
     """The widest uniform shape whose measured ratio to the base is at most ``ratio`` and that ratio (the
     narrowest shape and None when none is), found as ``search run`` finds its uniform rival."""
     shapes, n, measured = widest_uniform(meter, pruned, ratio)
@@ -132,7 +132,7 @@ def main() -> None:
         shipped = f["shipped"]
         winner = load_subnet(out / f"vitnas-{r:g}" / "best" / "model.safetensors").eval() if shipped else None
         # as fast as vitnas's shipped model (or, when it shipped nothing, the budget)
-        cfg, fitted = narrowest_within(p.meter, pruned, shipped["ratio_to_base"] if shipped else r)
+        cfg, fitted = widest_uniform_within(p.meter, pruned, shipped["ratio_to_base"] if shipped else r)
         model = pruned.extract(cfg)
         before = evaluate_accuracy(model.eval(), p.workload.splits["test"], device=p.device)
         settings["epochs"] = 1 if args.quick else args.uniform_epochs or max(
