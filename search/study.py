@@ -9,6 +9,7 @@ import warnings
 from pathlib import Path
 
 import optuna
+import sqlalchemy.event
 import sqlalchemy.exc
 from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
@@ -39,9 +40,22 @@ def open_study(storage: str, name: str, sampler: str, seed: int | None) -> optun
         storage = optuna.storages.RDBStorage(storage, heartbeat_interval=5, grace_period=20)
     except (ImportError, sqlalchemy.exc.ArgumentError, sqlalchemy.exc.OperationalError) as e:
         raise ConfigError(f"--storage {storage}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+    if storage.engine.dialect.name == "sqlite":
+        sqlalchemy.event.listen(storage.engine, "connect", _write_ahead)
+        storage.engine.dispose()  # connections opened from here on get it
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna.create_study(study_name=name, storage=storage, directions=["maximize", "minimize"],
                                sampler=build_sampler(sampler, seed), load_if_exists=True)
+
+
+def _write_ahead(connection, _) -> None:
+    """SQLite in write-ahead mode, synced at checkpoints: Optuna commits every parameter of every trial (74 per
+    trial here); synced, 100 such trials took 26 s of commits on this workplace's CPU, 8 s like this. A crash
+    of vitnas loses nothing; a power cut can lose the last trials, never the database."""
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
 
 
 def hold_folder(out: Path):

@@ -86,6 +86,20 @@ def test_a_trial_whose_process_is_gone_is_failed_and_a_live_ones_is_left_running
     assert states == {dead.number: "FAIL", live.number: "RUNNING"}
 
 
+def test_a_sqlite_study_is_written_ahead_and_reopens_with_its_trials(tmp_path):
+    import sqlite3
+
+    from search.study import open_study
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study = open_study(url, "s", "random", 0)
+    study.optimize(lambda t: (t.suggest_int("x", 0, 9), 1.0), n_trials=3)
+    with sqlite3.connect(tmp_path / "study.db") as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    again = open_study(url, "s", "random", 0)
+    assert [t.params["x"] for t in again.trials] == [t.params["x"] for t in study.trials] and len(again.trials) == 3
+
+
 def test_a_trial_is_judged_on_its_ratio_to_the_base_model_not_on_a_drifting_clock():
     from conftest import synthetic_table
     from evaluators import Latency

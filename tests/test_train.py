@@ -95,6 +95,26 @@ def test_finetune_asks_the_teacher_once_per_image_on_fixed_data_and_learns_the_s
         assert torch.allclose(a, b, atol=1e-4)
 
 
+def test_the_teachers_logits_are_cached_by_its_weights_and_the_images():
+    from search.retrain import teacher_outputs
+
+    torch.manual_seed(1)
+    data = TensorDataset(torch.randn(12, 1, 32, 32), torch.randint(0, 10, (12,)))
+    teacher, calls = micro_vit(1, num_classes=10).eval(), []
+    teacher.register_forward_hook(lambda m, args, out: calls.append(len(args[0])))
+    first = teacher_outputs(teacher, data, "cpu")
+    assert sum(calls) == 12 and torch.allclose(first, teacher(data.tensors[0]).detach(), atol=1e-5)
+    calls.clear()
+    assert torch.equal(teacher_outputs(teacher, data, "cpu"), first) and not calls  # read back, not recomputed
+    with torch.no_grad():
+        teacher.head.weight.add_(0.1)  # another teacher: its own logits
+    assert not torch.allclose(teacher_outputs(teacher, data, "cpu"), first) and sum(calls) == 12
+    calls.clear()
+    other = TensorDataset(data.tensors[0] + 1, data.tensors[1])  # other images: their own logits
+    teacher_outputs(teacher, other, "cpu")
+    assert sum(calls) == 12
+
+
 def test_the_time_estimate_before_training_changes_nothing_the_training_draws():
     import random
 
