@@ -19,6 +19,8 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.search_space import IntersectionSearchSpace
 from optuna.trial import TrialState
 
+EXTEND = 0.2  # the fraction of its latency a child of the front's fastest member sheds, about
+
 
 class LocalSearchSampler(optuna.samplers.BaseSampler):
     """Mutate one parent from the front: each parameter that changes the config (``active``) moves with
@@ -27,15 +29,20 @@ class LocalSearchSampler(optuna.samplers.BaseSampler):
 
     Parents: the feasible Pareto front (val top-1 vs latency), and the configs over budget by at most
     ``reach`` (as a fraction of the budget) that are more accurate than every feasible one: narrowing those a
-    little is the likeliest way to a better config within the budget. Until ``n_startup_trials`` trials are
-    done (the phase's proposals count), and whenever nothing has completed, parameters are sampled at random."""
+    little is the likeliest way to a better config within the budget. A share ``spread`` of the trials widens
+    the front instead: its member that alone dominates the most area is the likeliest parent, and the fastest
+    one's child only narrows, to reach lower latencies. On the bundled workload (README, "search efficiency")
+    spreading half the trials lifted the front's hypervolume from 0.151 to 0.249 in 60 trials, past random
+    search's 0.241, while the best config within the budget stayed where it was. Until ``n_startup_trials``
+    trials are done (the phase's proposals count), and whenever nothing has completed, parameters are sampled
+    at random."""
 
     def __init__(self, seed: int | None = None, rate: float = 0.05, reach: float = 0.25,
-                 n_startup_trials: int = 10, active: Callable[[dict], set] | None = None) -> None:
+                 n_startup_trials: int = 10, active: Callable[[dict], set] | None = None, spread: float = 0.5) -> None:
         self._rng = np.random.RandomState(seed)
         self._random = optuna.samplers.RandomSampler(seed)
         self._space = IntersectionSearchSpace()
-        self.rate, self.reach, self.n_startup_trials = rate, reach, n_startup_trials
+        self.rate, self.reach, self.n_startup_trials, self.spread = rate, reach, n_startup_trials, spread
         self.active = active or (lambda params: set(params))  # the parameters that change the config
 
     def reseed_rng(self) -> None:
@@ -50,12 +57,15 @@ class LocalSearchSampler(optuna.samplers.BaseSampler):
         parents = self.parents([t for t in done if t.state == TrialState.COMPLETE])
         if not search_space or len(done) < self.n_startup_trials or not parents:
             return {}
-        # the more accurate, the likelier (halving per rank): the budget end of the front is what gets shipped
-        weights = 0.5 ** np.arange(len(parents))
-        parent = parents[self._rng.choice(len(parents), p=weights / weights.sum())]
+        spanning = self.spread > 0 and self._rng.rand() < self.spread
+        if spanning:  # widen the front where it dominates most area alone
+            parent, extend = self.spanning_parent(parents)
+        else:  # the more accurate, the likelier (halving per rank): the budget end of the front is what gets shipped
+            weights = 0.5 ** np.arange(len(parents))
+            parent, extend = parents[self._rng.choice(len(parents), p=weights / weights.sum())], False
         seen = {tuple(sorted(t.params.items())) for t in done}
         for _ in range(20):  # a child no trial has tried, when one turns up
-            child = self.mutate(parent, search_space)
+            child = self.mutate(parent, search_space, extend)
             if tuple(sorted(child.items())) not in seen:
                 break
         return child
@@ -68,11 +78,26 @@ class LocalSearchSampler(optuna.samplers.BaseSampler):
         unique = {tuple(t.values): t for t in front + near}.values()  # one per point
         return sorted(unique, key=lambda t: -t.values[0])
 
-    def mutate(self, parent, search_space: dict) -> dict:
+    def spanning_parent(self, parents: list) -> tuple:
+        """A feasible front member drawn by the area it alone dominates (reference: no accuracy at the budget),
+        and whether it is the fastest one, whose child then only narrows, to reach further down."""
+        front = sorted((t for t in parents if _over(t) == 0), key=lambda t: t.values[1])
+        if not front:
+            return parents[0], False
+        budget = front[0].values[1] - sum(front[0].constraints.values())
+        accs = [0.0] + [t.values[0] for t in front]
+        lats = [t.values[1] for t in front] + [budget]
+        alone = np.array([(accs[i + 1] - accs[i]) * (lats[i + 1] - lats[i]) for i in range(len(front))]) + 1e-12
+        i = self._rng.choice(len(front), p=alone / alone.sum())
+        return front[i], i == 0
+
+    def mutate(self, parent, search_space: dict, extend: bool = False) -> dict:
         over = _over(parent)
-        down = over > 0
-        # over budget by a fraction f: move a share 2f of the parameters (one step saves a few % of one block)
-        rate = min(0.5, max(self.rate, 2 * over / (parent.values[1] - over))) if down else self.rate
+        down = over > 0 or extend
+        # over budget by a fraction f: move a share 2f of the parameters (one step saves a few % of one block);
+        # extending the front: a share that makes the child about a fifth faster
+        rate = (min(0.5, max(self.rate, 2 * over / (parent.values[1] - over))) if over > 0 else
+                2 * EXTEND if extend else self.rate)
         child = {n: parent.params[n] for n in search_space if n in parent.params}
         active = self.active(child)
         options = {n: _neighbours(search_space[n], v, down, self._rng.geometric(0.5))

@@ -181,6 +181,33 @@ def test_local_search_moves_on_the_grid_from_a_front_member_and_narrows_a_parent
                     assert child[n] < parent.params[n]  # over budget: only narrower
 
 
+def test_spreading_draws_front_members_by_the_area_they_alone_dominate_and_extends_the_fastest_down():
+    from collections import Counter
+
+    from search.local_search import LocalSearchSampler
+
+    sampler = LocalSearchSampler(seed=0, spread=1.0)
+    study, _, budget = _synthetic_study("random", seed=0, trials=30)
+    space = sampler.infer_relative_search_space(study, None)
+    completed = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    feasible = [t for t in completed if t.constraints["latency_ms_over_budget"] <= 0]
+    front = {tuple(t.values): t for t in feasible if not any(u.values[0] >= t.values[0] and u.values[1] <= t.values[1]
+                                                             and u.values != t.values for u in feasible)}
+    front = sorted(front.values(), key=lambda t: t.values[1])
+    assert len(front) >= 3
+    accs, lats = [0.0] + [t.values[0] for t in front], [t.values[1] for t in front] + [budget]
+    alone = [(accs[i + 1] - accs[i]) * (lats[i + 1] - lats[i]) for i in range(len(front))]
+    picks = Counter()
+    for _ in range(400):
+        parent, extend = sampler.spanning_parent(sampler.parents(completed))
+        assert parent.number in {t.number for t in front} and extend == (parent.number == front[0].number)
+        picks[parent.number] += 1
+    assert max(picks, key=picks.get) == front[int(np.argmax(alone))].number
+    child = sampler.mutate(front[0], space, extend=True)
+    moved = [n for n in child if child[n] != front[0].params[n]]
+    assert moved and all(child[n] < front[0].params[n] for n in moved)  # the fastest only narrows
+
+
 def test_local_search_finds_a_better_config_within_budget_than_random_search_where_every_block_matters():
     def best(name, seed):
         study = _synthetic_study(name, seed, trials=60, depth=12)[0]
