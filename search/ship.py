@@ -1,13 +1,15 @@
 """The model a search hands over: the most accurate configs that met the budget, retrained with distillation,
 re-measured in a fresh process, and the best one that still meets the budget written to ``<out>/best/``.
 
-A retrained model that re-measures over the budget is never shipped quietly: the run says so and ships the
-next config that meets it (retraining it if need be); if none does, nothing is shipped and the run says that.
+A config is measured in a fresh process before it is retrained, and its retrained model again after; one that
+measures over the budget is never retrained or shipped quietly: the run says so and ships the next config that
+meets it (retraining it if need be); if none does, nothing is shipped and the run says that.
 """
 from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -16,6 +18,7 @@ import torch
 from evaluators import evaluate_accuracy
 from evaluators.runtimes import export_onnx
 
+from .export import save_subnet
 from .remeasure import fresh_metrics
 from .results import config_of
 from .retrain import retrain, write_metrics
@@ -40,6 +43,19 @@ def uniform_rival(p, trials: pd.DataFrame, budget_ms: float):
     return rivals.sort_values("val_top1", ascending=False).iloc[0] if len(rivals) else None
 
 
+def fits_fresh(p, cfg, trial: int, budget_ms: float, log=print) -> bool:
+    """Whether ``cfg``'s extracted model meets the budget in a fresh process, asked before retraining it: latency
+    does not depend on the weights, and the configs at the budget's edge (the widest uniform narrowing within it
+    is one by construction) re-measure over it often enough that a retrain spent on them was minutes lost."""
+    with tempfile.TemporaryDirectory(prefix=f"vitnas-precheck-trial{trial}-") as tmp:
+        save_subnet(p.sn.extract(cfg).eval(), Path(tmp) / "model.safetensors")
+        ms = fresh_metrics(p, Path(tmp))["latency_ms"]
+    if ms > budget_ms:
+        log(f"{LOUD} trial {trial} measures {ms:.3g} ms in a fresh process, over the budget of {budget_ms} ms: "
+            "not retrained, not shipped")
+    return ms <= budget_ms
+
+
 def ship(p, out: Path, budget_ms: float, top: int, log=print) -> dict | None:
     """Retrain the ``top`` most accurate Pareto configs that re-measured within ``budget_ms`` (more, one by one,
     while none of them meets the budget in a fresh process), and the best uniform narrowing within it (shared
@@ -55,11 +71,13 @@ def ship(p, out: Path, budget_ms: float, top: int, log=print) -> dict | None:
     fitting: list[dict] = []
     retrained: set[int] = set()
 
-    def finish(row, why: str, uniform: bool = False) -> dict:
+    def finish(row, why: str, uniform: bool = False) -> dict | None:
         trial = int(row["number"])
         retrained.add(trial)
-        log(f"retraining trial {trial} ({why})")
         folder, cfg = out / f"retrain-trial{trial}", config_of(row)
+        if not fits_fresh(p, cfg, trial, budget_ms, log):
+            return None
+        log(f"retraining trial {trial} ({why})")
         metrics = retrain(p, cfg, folder, log=log)
         log(f"re-measuring trial {trial} in a fresh process ({p.setting.describe()})")
         metrics |= fresh_metrics(p, folder) | {"trial": trial, "budget_ms": budget_ms, "uniform_narrowing": uniform}
@@ -76,8 +94,9 @@ def ship(p, out: Path, budget_ms: float, top: int, log=print) -> dict | None:
         if tried >= top and fitting:
             break
         metrics = finish(row, f"{tried + 1} of {top if tried < top else 'the next, as none fitted yet'}")
-        front.loc[i, ["retrained_val_top1", "retrained_test_top1", "fresh_ms"]] = (
-            metrics["val_top1"], metrics["test_top1"], metrics["latency_ms"])
+        if metrics:
+            front.loc[i, ["retrained_val_top1", "retrained_test_top1", "fresh_ms"]] = (
+                metrics["val_top1"], metrics["test_top1"], metrics["latency_ms"])
     front.to_csv(out / "pareto.csv", index=False)
     rival = uniform_rival(p, pd.read_csv(out / "trials.csv"), budget_ms) if top else None
     if rival is not None and int(rival["number"]) not in retrained:

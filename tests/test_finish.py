@@ -112,7 +112,8 @@ def test_a_winner_over_budget_in_a_fresh_process_is_never_shipped_quietly(cache,
 
     def remeasure(model_cfg, setting, shape, path, workdir):  # the top config lands over budget when re-measured
         calls.append(path.parent.name)
-        ms = 80.0 if len(calls) == 1 or "always over" in calls else 10.0
+        after_retrain = "over once retrained" in calls and path.parent.name.startswith("retrain-trial")
+        ms = 80.0 if len(calls) == 1 or "always over" in calls or after_retrain else 10.0
         lat = lambda v, r: Latency(v, v, v, 1, setting.runtime, setting.device, 1, 1, setting.dtype, ratio=r)  # noqa: E731
         base = p.base_latency.median_ms  # the fresh process reads the base as the run did: ratio = ms / base
         return lat(ms, ms / base), lat(base, 1.0)
@@ -121,8 +122,12 @@ def test_a_winner_over_budget_in_a_fresh_process_is_never_shipped_quietly(cache,
     monkeypatch.setattr(ship_module, "uniform_rival", lambda *a: None)  # the over-budget rule alone (rival: below)
     said = []
     shipped = ship_module.ship(p, out, 50, 1, log=said.append)
-    assert calls == [f"retrain-trial{order[0]}", f"retrain-trial{order[1]}"]  # the next config was retrained
-    assert any(s.startswith("!!") and f"trial {order[0]}" in s and "over the budget" in s for s in said), said
+    # each measured fresh before its retrain: the top one, over, is not retrained; the next is, and again after
+    assert calls[0].startswith(f"vitnas-precheck-trial{order[0]}-") and calls[1].startswith(
+        f"vitnas-precheck-trial{order[1]}-") and calls[2:] == [f"retrain-trial{order[1]}"], calls
+    assert any(s.startswith("!!") and f"trial {order[0]}" in s and "over the budget" in s and "not retrained" in s
+               for s in said), said
+    assert not any(s.startswith(f"retraining trial {order[0]}") for s in said), said
     assert shipped["trial"] == order[1] and json.loads((out / "best" / "metrics.json").read_text())["trial"] == order[1]
     # and when nothing meets the budget, nothing is shipped, loudly
     calls.append("always over")
@@ -130,6 +135,10 @@ def test_a_winner_over_budget_in_a_fresh_process_is_never_shipped_quietly(cache,
     assert ship_module.ship(p, out, 50, 1, log=said.append) is None
     assert any(s.startswith("!!") and "nothing shipped" in s for s in said), said
     assert not (out / "best").exists()  # no model from an earlier run is left looking shipped
+    calls[:] = ["over once retrained"]  # within the budget before retraining, over after: still never shipped
+    said.clear()
+    assert ship_module.ship(p, out, 50, 1, log=said.append) is None
+    assert sum(c.startswith("retrain-trial") for c in calls) == 2 and any("nothing shipped" in s for s in said)
 
 
 def test_the_best_uniform_narrowing_is_retrained_next_to_the_searchs_pick_and_the_better_ships(cache, searched,
