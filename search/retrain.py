@@ -29,11 +29,11 @@ TEACHER = "the base model"
 
 
 @torch.no_grad()
-def teacher_outputs(teacher, data: TensorDataset, device) -> torch.Tensor:
+def teacher_outputs(teacher, data: TensorDataset, device, log=print) -> torch.Tensor:
     """The teacher's logits on every image of ``data``, cached by the teacher's weights and the images: on the
     bundled workload this pass is a third of a retrain, the same for every subnet retrained from one base."""
     path = cache_dir() / "teacher" / f"{_digest(teacher, data.tensors[0])}.pt"
-    known = load_state(path, "cpu", print, "computing the teacher's logits again")
+    known = load_state(path, "cpu", log, "computing the teacher's logits again")
     if known is not None and known.shape[0] == len(data):
         return known
     logits = torch.cat([teacher(x.to(device)).float().cpu() for x, *_ in make_loader(data, 256)])
@@ -56,7 +56,7 @@ def finetune(model, teacher, train_set, cfg: dict, device, desc: str = "retrain"
     model.to(device).train()
     teacher.to(device).eval()
     if isinstance(train_set, TensorDataset):  # fixed images, no random augmentation: the teacher's answers are
-        train_set = TensorDataset(*train_set.tensors, teacher_outputs(teacher, train_set, device))  # computed once
+        train_set = TensorDataset(*train_set.tensors, teacher_outputs(teacher, train_set, device, log))  # computed once
     loader = make_loader(train_set, cfg["batch_size"], shuffle=True, seed=cfg["seed"])
     w = cfg["kd_weight"]
 

@@ -69,11 +69,11 @@ def ship(p, out: Path, budget_ms: float, top: int, log=print) -> dict | None:
     for column in ("retrained_val_top1", "retrained_test_top1", "fresh_ms"):
         front[column] = float("nan")
     fitting: list[dict] = []
-    retrained: set[int] = set()
+    checked: set[int] = set()  # trials timed fresh, and retrained if they fitted
 
     def finish(row, why: str, uniform: bool = False) -> dict | None:
         trial = int(row["number"])
-        retrained.add(trial)
+        checked.add(trial)
         folder, cfg = out / f"retrain-trial{trial}", config_of(row)
         if not fits_fresh(p, cfg, trial, budget_ms, log):
             return None
@@ -99,7 +99,7 @@ def ship(p, out: Path, budget_ms: float, top: int, log=print) -> dict | None:
                 metrics["val_top1"], metrics["test_top1"], metrics["latency_ms"])
     front.to_csv(out / "pareto.csv", index=False)
     rival = uniform_rival(p, pd.read_csv(out / "trials.csv"), budget_ms) if top else None
-    if rival is not None and int(rival["number"]) not in retrained:
+    if rival is not None and int(rival["number"]) not in checked:
         finish(rival, "the best uniform narrowing within the budget: the search's pick ships only if it retrains "
                       "better", uniform=True)
     best = out / "best"
