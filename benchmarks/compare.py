@@ -19,9 +19,10 @@ model's values), the budget as its constraint, as ``search run`` has it. Rows:
 - random search: every axis, Optuna's RandomSampler, no proposals;
 - phase proposals: only the gradient phase's proposals, evaluated the same way, no Optuna loop.
 
-Per row and budget: the front's configs re-measured interleaved with the base, the most accurate one within
-the budget retrained with the product's recipe (``--retrain-epochs`` for every row alike) and re-measured in
-a fresh process. Search efficiency: hypervolume of the front within the middle budget (val top-1 against the
+Per row and budget: the front's configs re-measured interleaved with the base; the most accurate one within
+the budget is then handled as ``search run`` ships (``search.ship.retrain_within``): timed in a fresh process,
+retrained with the product's recipe if it fits (``--retrain-epochs`` for every row alike) and timed again, its
+latency the mean of the two. Search efficiency: hypervolume of the front within the middle budget (val top-1 against the
 predicted latency ratio, the budget as the constraint and the reference, the phase's proposals queued first,
 as ``search run`` has it) against trial count, for every registered sampler, ``--hv-seeds`` seeds each, on the
 first runtime; accuracy there on the first ``--hv-val`` val images (a subset makes the studies affordable).
@@ -48,12 +49,10 @@ from evaluators import count_cost, evaluate_accuracy  # noqa: E402
 from evaluators.lut import hardware_name  # noqa: E402
 from search.optimize import (DEFAULT_SAMPLER, SAMPLERS, Objective, build_sampler, config_params,  # noqa: E402
                              suggest_config)
-from search.remeasure import fresh_metrics  # noqa: E402
 from search.results import config_of, pareto_front, trials_frame  # noqa: E402
-from search.retrain import retrain  # noqa: E402
 from search.run import uniform_near  # noqa: E402
 from search.setup import ensure_supernet, phase_dir, prepare, use_scorer_table  # noqa: E402
-from search.ship import uniform_rival  # noqa: E402
+from search.ship import LOUD, retrain_within, uniform_rival  # noqa: E402
 from search.study import run_trials  # noqa: E402
 from supernet.phase import proposals, resolve_methods  # noqa: E402
 from supernet.space import IntAxis, KeepAxis  # noqa: E402
@@ -243,7 +242,7 @@ def plot_rows(rows: list[dict], base_test: float, path: Path, latency: str) -> N
             ax.plot(*zip(*sorted(pts)), "o-" if name.startswith("vitnas") else "o--", label=name,
                     lw=2.5 if name.startswith("vitnas") else 1)
     ax.scatter([1.0], [base_test * 100], marker="*", s=180, c="k", label="base model", zorder=3)
-    ax.set_xlabel(f"latency, × the base model (fresh process, {latency})")
+    ax.set_xlabel(f"latency, × the base model (fresh processes, {latency})")
     ax.set_ylabel("test top-1 after retraining, %")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
@@ -262,7 +261,8 @@ def compare_runtime(args, runtime: str, budgets: list[float], out: Path) -> dict
     report = phase_dir(p, resolve_methods(p.config["supernet"]["method"])) / "train.json"
     phase_s = json.loads(report.read_text())["seconds"] if report.is_file() else None
     epochs = args.retrain_epochs or p.config["retrain"]["epochs"]
-    retrained: dict = {}
+    loud = lambda said: said.startswith(LOUD) and print(f"[{runtime}] {said}", flush=True)  # noqa: E731
+    retrained: dict = {}  # (scorer, config) -> its retrained metrics: a config is retrained once, whatever the budget
     rows = []
     for row in ROWS if args.trials else []:  # --trials 0: the search-efficiency study alone
         with searching(p, row):
@@ -277,23 +277,31 @@ def compare_runtime(args, runtime: str, budgets: list[float], out: Path) -> dict
                     [] if rival is None or (w and config_of(rival).key() == w["config"].key()) else
                     [(config_of(rival), float(rival["val_top1"]), float(rival["measured_ms"]) / p.base_latency.median_ms)])
                 if not candidates:
-                    rows.append(entry | {"met": False})
+                    rows.append(entry | {"met": False, "why": "nothing measured within the budget"})
                     print(f"[{runtime}] {row.name} at {r:g}×: nothing measured within the budget", flush=True)
                     continue
-                for cfg, *_ in candidates:
-                    if (p.sn.spec.scorer, cfg.key()) not in retrained:
+                budget_ms = r * p.base_latency.median_ms
+                after = {}
+                for cfg, *_ in candidates:  # as ``search run`` ships: timed fresh, retrained if within, timed again
+                    key = (p.sn.spec.scorer, cfg.key())
+                    if key not in retrained:
                         folder = out / runtime / f"retrain-{len(retrained)}"
-                        metrics = retrain(p, cfg, folder, epochs=epochs, log=lambda *a: None)
-                        metrics |= fresh_metrics(p, folder)
+                        m = retrain_within(p, cfg, folder, budget_ms, f"{row.name} at {r:g}×", "its pick",
+                                           epochs=epochs, log=loud)
+                        if m is None:  # over the budget before retraining (another budget may take it)
+                            continue
                         cost = count_cost(p.sn.extract(cfg), p.workload.input_shape)
-                        retrained[p.sn.spec.scorer, cfg.key()] = metrics | {"flops": cost.flops, "params": cost.params}
-                after = {c[0].key(): retrained[p.sn.spec.scorer, c[0].key()] for c in candidates}
-                # as ``ship``: the best by val of those that meet the budget in a fresh process (a tie: the winner)
-                cfg, val_shared, remeasured = max(candidates, key=lambda c: (
-                    after[c[0].key()]["ratio_to_base"] <= r, after[c[0].key()]["val_top1"], c is candidates[0]))
+                        retrained[key] = m | {"flops": cost.flops, "params": cost.params}
+                    after[cfg.key()] = retrained[key] | {"within_budget": retrained[key]["latency_ms"] <= budget_ms}
+                if not after:
+                    rows.append(entry | {"met": False, "why": "over the budget in a fresh process before retraining"})
+                    continue
+                # as ``ship``: the best by val of those that meet the budget (a tie: the search's pick)
+                cfg, val_shared, remeasured = max((c for c in candidates if c[0].key() in after), key=lambda c: (
+                    after[c[0].key()]["within_budget"], after[c[0].key()]["val_top1"], c is candidates[0]))
                 m = after[cfg.key()]
                 uniform = row.uniform and cfg.key() in {c.key() for c in p.sn.space.uniform_shapes()}
-                entry |= {"met": m["ratio_to_base"] <= r, "config": cfg.to_dict(), "val_shared": val_shared,
+                entry |= {"met": m["within_budget"], "config": cfg.to_dict(), "val_shared": val_shared,
                           "uniform_narrowing": uniform, "remeasured_ratio": remeasured, "fresh_ratio": m["ratio_to_base"],
                           "fresh_ms": m["latency_ms"], "val_before": m["val_top1_before"],
                           "test_before": m["test_top1_before"], "val_after": m["val_top1"],
@@ -302,7 +310,7 @@ def compare_runtime(args, runtime: str, budgets: list[float], out: Path) -> dict
                           "flops": m["flops"], "params": m["params"]}
                 rows.append(entry)
                 print(f"[{runtime}] {row.name} at {r:g}×: test {entry['test_before']:.1%} -> "
-                      f"{entry['test_after']:.1%}, {entry['fresh_ratio']:.2f}× in a fresh process"
+                      f"{entry['test_after']:.1%}, {entry['fresh_ratio']:.2f}× in fresh processes"
                       + (" (a uniform narrowing)" if uniform else "")
                       + ("" if entry["met"] else " (over the budget)"), flush=True)
     base_test = p.workload.metrics.get("test_top1") or evaluate_accuracy(p.workload.model,
@@ -318,7 +326,7 @@ def print_runtime(result: dict, budgets: list[float]) -> list[str]:
     """The runtime's table (markdown), and a line per budget on the target: vitnas ≥ 1 point above every row."""
     print(f"\n### {result['setting']}: base {result['base_ms']:.2f} ms, test {result['base_test']:.1%}; gradient "
           f"phase {'%.0f s' % result['phase_s'] if result['phase_s'] else 'cached'}\n")
-    print("| budget | row | trials (measured) | × base, fresh process | MFLOPs | params | val: shared → retrained "
+    print("| budget | row | trials (measured) | × base, fresh processes | MFLOPs | params | val: shared → retrained "
           "| test: shared → retrained | search + retrain |")
     print("|---|---|---|---|---|---|---|---|---|")
     verdicts = []
@@ -326,7 +334,7 @@ def print_runtime(result: dict, budgets: list[float]) -> list[str]:
         rows = [x for x in result["rows"] if x["budget"] == r]
         for x in rows:
             if "config" not in x:
-                print(f"| {r:g}× | {x['row']} | {x['trials']} ({x['measured']}) | nothing measured within the budget "
+                print(f"| {r:g}× | {x['row']} | {x['trials']} ({x['measured']}) | {x['why']} "
                       f"| | | | | {x['search_s'] / 60:.1f} min |")
                 continue
             over = "" if x["met"] else " **over**"

@@ -52,10 +52,13 @@ def test_run_ships_the_retrained_winner_by_default(searched):
     m = json.loads((best / "metrics.json").read_text())
     assert m["trial"] == int(front.loc[done.index[0], "number"]) and m["test_top1"] == done.iloc[0]
     assert {"val_top1_before", "test_top1_before", "val_top1", "test_top1"} <= set(m)
-    assert m["measured_in"] == "a fresh process" and m["within_budget"] and m["latency_ms"] <= m["budget_ms"]
-    # the figure held against the budget is the fresh ratio to the base x the run's base latency (at 50 ms the
-    # winner may be the whole tiny model, so the ratio itself can sit either side of 1)
-    assert m["latency_ms"] == pytest.approx(m["ratio_to_base"] * m["base_latency_ms"], abs=1e-4)
+    assert m["within_budget"] and m["latency_ms"] <= m["budget_ms"]
+    # the figure held against the budget is the mean fresh ratio to the base, before and after retraining, x the
+    # run's base latency (at 50 ms the winner may be the whole tiny model, so the ratio can sit either side of 1)
+    runs = [r["ratio_to_base"] for r in m["fresh_runs"]]
+    assert [r["when"] for r in m["fresh_runs"]] == ["before retraining", "after retraining"]
+    assert m["ratio_to_base"] == pytest.approx(sum(runs) / 2, abs=1e-4)
+    assert m["latency_ms"] == pytest.approx(m["ratio_to_base"] * m["base_latency_ms"], abs=2e-4)  # 4 decimals each
     assert m["ratio_to_base"] > 0 and "torch-eager" in m["latency"]
     assert m["teacher"] == "the base model" and {"val_top1", "test_top1"} <= set(m["base"])
     # summary.md and the last lines printed lead with base model vs shipped model
@@ -110,10 +113,12 @@ def test_a_winner_over_budget_in_a_fresh_process_is_never_shipped_quietly(cache,
     p.config["retrain"]["epochs"] = 1
     calls = []
 
+    after_retraining = {"ms": 10.0}
+
     def remeasure(model_cfg, setting, shape, path, workdir):  # the top config lands over budget when re-measured
         calls.append(path.parent.name)
-        after_retrain = "over once retrained" in calls and path.parent.name.startswith("retrain-trial")
-        ms = 80.0 if len(calls) == 1 or "always over" in calls or after_retrain else 10.0
+        retrained = path.parent.name.startswith("retrain-trial")
+        ms = 80.0 if len(calls) == 1 or "always over" in calls else after_retraining["ms"] if retrained else 40.0
         lat = lambda v, r: Latency(v, v, v, 1, setting.runtime, setting.device, 1, 1, setting.dtype, ratio=r)  # noqa: E731
         base = p.base_latency.median_ms  # the fresh process reads the base as the run did: ratio = ms / base
         return lat(ms, ms / base), lat(base, 1.0)
@@ -123,8 +128,8 @@ def test_a_winner_over_budget_in_a_fresh_process_is_never_shipped_quietly(cache,
     said = []
     shipped = ship_module.ship(p, out, 50, 1, log=said.append)
     # each measured fresh before its retrain: the top one, over, is not retrained; the next is, and again after
-    assert calls[0].startswith(f"vitnas-precheck-trial{order[0]}-") and calls[1].startswith(
-        f"vitnas-precheck-trial{order[1]}-") and calls[2:] == [f"retrain-trial{order[1]}"], calls
+    assert calls[0].startswith(f"vitnas-before-retrain-trial{order[0]}-") and calls[1].startswith(
+        f"vitnas-before-retrain-trial{order[1]}-") and calls[2:] == [f"retrain-trial{order[1]}"], calls
     assert any(s.startswith("!!") and f"trial {order[0]}" in s and "over the budget" in s and "not retrained" in s
                for s in said), said
     assert not any(s.startswith(f"retraining trial {order[0]}") for s in said), said
@@ -135,10 +140,18 @@ def test_a_winner_over_budget_in_a_fresh_process_is_never_shipped_quietly(cache,
     assert ship_module.ship(p, out, 50, 1, log=said.append) is None
     assert any(s.startswith("!!") and "nothing shipped" in s for s in said), said
     assert not (out / "best").exists()  # no model from an earlier run is left looking shipped
-    calls[:] = ["over once retrained"]  # within the budget before retraining, over after: still never shipped
+    # within the budget before retraining (40 ms) and over it after: the mean of the two is what counts
+    calls[:] = ["first"]
+    after_retraining["ms"] = 70.0  # mean 55 ms: over the budget of 50, never shipped
     said.clear()
     assert ship_module.ship(p, out, 50, 1, log=said.append) is None
     assert sum(c.startswith("retrain-trial") for c in calls) == 2 and any("nothing shipped" in s for s in said)
+    assert any(s.startswith("!!") and "40 ms before retraining and 70 ms after" in s for s in said), said
+    calls[:] = ["first"]
+    after_retraining["ms"] = 56.0  # a second fresh process just over the line: mean 48 ms, shipped at that
+    shipped = ship_module.ship(p, out, 50, 1, log=said.append)
+    assert shipped["trial"] == order[0] and shipped["latency_ms"] == pytest.approx(48.0, abs=1e-3)
+    assert [r["latency_ms"] for r in shipped["fresh_runs"]] == pytest.approx([40.0, 56.0], abs=1e-3)
 
 
 def test_the_best_uniform_narrowing_is_retrained_next_to_the_searchs_pick_and_the_better_ships(cache, searched,
