@@ -261,7 +261,11 @@ def compare_runtime(args, runtime: str, budgets: list[float], out: Path) -> dict
     report = phase_dir(p, resolve_methods(p.config["supernet"]["method"])) / "train.json"
     phase_s = json.loads(report.read_text())["seconds"] if report.is_file() else None
     epochs = args.retrain_epochs or p.config["retrain"]["epochs"]
-    loud = lambda said: said.startswith(LOUD) and print(f"[{runtime}] {said}", flush=True)  # noqa: E731
+
+    def loud(said: str) -> None:  # a row's retrain is quiet, but not about the budget
+        if said.startswith(LOUD):
+            print(f"[{runtime}] {said}", flush=True)
+
     retrained: dict = {}  # (scorer, config) -> its retrained metrics: a config is retrained once, whatever the budget
     rows = []
     for row in ROWS if args.trials else []:  # --trials 0: the search-efficiency study alone

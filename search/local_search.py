@@ -33,16 +33,21 @@ class LocalSearchSampler(optuna.samplers.BaseSampler):
     the front instead: its member that alone dominates the most area is the likeliest parent, and the fastest
     one's child only narrows, to reach lower latencies. On the bundled workload (README, "search efficiency")
     spreading half the trials lifted the front's hypervolume from 0.156 to 0.249 in 60 trials, past random
-    search's 0.241, while the best config within the budget stayed where it was. Until ``n_startup_trials``
+    search's 0.241, while the best config within the budget stayed where it was. A share ``explore`` of the
+    trials is drawn at random over the whole space: small moves from the phase's proposals take a dozen trials
+    to reach the fast, fair configs one random draw often lands (same study: 0.244 without, 0.264 with 0.4;
+    random search 0.254). Until ``n_startup_trials``
     trials are done (the phase's proposals count), and whenever nothing has completed, parameters are sampled
     at random."""
 
     def __init__(self, seed: int | None = None, rate: float = 0.05, reach: float = 0.25,
-                 n_startup_trials: int = 10, active: Callable[[dict], set] | None = None, spread: float = 0.5) -> None:
+                 n_startup_trials: int = 10, active: Callable[[dict], set] | None = None, spread: float = 0.5,
+                 explore: float = 0.4) -> None:
         self._rng = np.random.RandomState(seed)
         self._random = optuna.samplers.RandomSampler(seed)
         self._space = IntersectionSearchSpace()
         self.rate, self.reach, self.n_startup_trials, self.spread = rate, reach, n_startup_trials, spread
+        self.explore = explore
         self.active = active or (lambda params: set(params))  # the parameters that change the config
 
     def reseed_rng(self) -> None:
@@ -55,8 +60,8 @@ class LocalSearchSampler(optuna.samplers.BaseSampler):
     def sample_relative(self, study, trial, search_space: dict) -> dict:
         done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
         parents = self.parents([t for t in done if t.state == TrialState.COMPLETE])
-        if not search_space or len(done) < self.n_startup_trials or not parents:
-            return {}
+        if not search_space or len(done) < self.n_startup_trials or not parents or self._rng.rand() < self.explore:
+            return {}  # every parameter drawn at random (``sample_independent``)
         spanning = self.spread > 0 and self._rng.rand() < self.spread
         if spanning:  # widen the front where it dominates most area alone
             parent, extend = self.spanning_parent(parents)

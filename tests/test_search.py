@@ -208,6 +208,20 @@ def test_spreading_draws_front_members_by_the_area_they_alone_dominate_and_exten
     assert moved and all(child[n] < front[0].params[n] for n in moved)  # the fastest only narrows
 
 
+def test_local_search_draws_its_exploring_share_of_trials_at_random():
+    from search.local_search import LocalSearchSampler
+
+    study, _, _ = _synthetic_study("random", seed=0, trials=20)
+
+    def relative(explore):  # sample_relative's answer for 200 trials: {} leaves every parameter to random draws
+        sampler = LocalSearchSampler(seed=0, explore=explore)
+        space = sampler.infer_relative_search_space(study, None)
+        return [sampler.sample_relative(study, None, space) for _ in range(200)]
+    assert all(relative(0.0)) and not any(relative(1.0))
+    random_share = sum(not r for r in relative(0.4)) / 200
+    assert 0.3 < random_share < 0.5
+
+
 def test_local_search_finds_a_better_config_within_budget_than_random_search_where_every_block_matters():
     def best(name, seed):
         study = _synthetic_study(name, seed, trials=60, depth=12)[0]
