@@ -4,8 +4,8 @@ re-measured in a fresh process, and the best one that still meets the budget wri
 A config is measured in a fresh process before it is retrained, and its retrained model again after; what is held
 against the budget is the mean of the two. Latency does not depend on the weights, so both measure one
 architecture, and near the budget line two fresh processes disagree by a few % (README, "Latency, measured"):
-judged on the second alone, a config measured within the budget was retrained and then refused as often as a
-coin lands heads. One over the budget is never retrained or shipped quietly: the run says so and ships the next
+judged on the second alone, a config at the line that measured within it was retrained and then refused about
+as often as not. One over the budget is never retrained or shipped quietly: the run says so and ships the next
 config that meets it (retraining it if need be); if none does, nothing is shipped and the run says that.
 """
 from __future__ import annotations
@@ -92,7 +92,7 @@ def ship(p, out: Path, budget_ms: float, top: int, log=print) -> dict | None:
     """Retrain the ``top`` most accurate Pareto configs that re-measured within ``budget_ms`` (more, one by one,
     while none of them meets the budget in a fresh process), and the best uniform narrowing within it (shared
     weights rank it below shapes that retrain worse: README, issue 13); write the most accurate retrained model
-    that meets the budget in a fresh process to ``out/best/``. Returns its metrics, or None when none does."""
+    that meets the budget (``retrain_within``: the mean of two fresh processes) to ``out/best/``. Returns its metrics, or None when none does."""
     front = pd.read_csv(out / "pareto.csv")
     if "remeasured_ms" not in front or not len(front):
         log(f"{LOUD} nothing to ship: no config on the Pareto front")
