@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 import warnings
+from datetime import datetime
 from pathlib import Path
 
 import optuna
@@ -78,14 +79,21 @@ def hold_folder(out: Path):
     return handle
 
 
+ORPHAN_AFTER_S = 10  # a live process names its trial once its sampler has answered: well under a second here
+
+
 def fail_orphans(study: optuna.Study) -> int:
     """Mark FAIL the RUNNING trials whose process (on this machine) is gone, e.g. killed with the run, so that
-    they are redone and no results file shows them running. Trials of live workers are left alone; those of
-    other machines are failed by Optuna's heartbeat once it lapses."""
+    they are redone and no results file shows them running; and those that name no process after
+    ``ORPHAN_AFTER_S`` (killed between Optuna creating the trial and the objective naming its process, before
+    any heartbeat). Trials of live workers are left alone; those of other machines are failed by Optuna's
+    heartbeat once it lapses."""
     host, n = socket.gethostname(), 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         owner = t.user_attrs.get("process", "")
-        if owner.startswith(host + ":") and not _alive(int(owner.rsplit(":", 1)[1])):
+        gone = (owner.startswith(host + ":") and not _alive(int(owner.rsplit(":", 1)[1])) if owner else
+                t.datetime_start is not None and (datetime.now() - t.datetime_start).total_seconds() > ORPHAN_AFTER_S)
+        if gone:
             study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
             n += 1
     return n
@@ -130,6 +138,7 @@ def run_trials(study: optuna.Study, objective: Objective, n_trials: int, timeout
                        callbacks=[MaxTrialsCallback(n_trials, states=DONE), progress])
     finally:
         bar.close()
+    fail_orphans(study)  # one killed too early to name its process is old enough to tell by now
 
 
 def start_workers(n: int, storage: str, study: str, n_trials: int, log) -> list[subprocess.Popen]:
