@@ -19,10 +19,10 @@ model's values), the budget as its constraint, as ``search run`` has it. Rows:
 - random search: every axis, Optuna's RandomSampler, no proposals;
 - phase proposals: only the gradient phase's proposals, evaluated the same way, no Optuna loop.
 
-Per row and budget: the front's configs re-measured interleaved with the base; the most accurate one within
-the budget is then handled as ``search run`` ships (``search.ship.retrain_within``): timed in a fresh process,
+Per row and budget: the front's configs re-measured interleaved with the base; those within the budget are then
+handled, most accurate first, as ``search run`` ships (``search.ship.retrain_within``): timed in a fresh process,
 retrained with the product's recipe if it fits (``--retrain-epochs`` for every row alike) and timed again, its
-latency the mean of the two. Search efficiency: hypervolume of the front within the middle budget (val top-1 against the
+latency the mean of the two; the next is tried while none fits. Search efficiency: hypervolume of the front within the middle budget (val top-1 against the
 predicted latency ratio, the budget as the constraint and the reference, the phase's proposals queued first,
 as ``search run`` has it) against trial count, for every registered sampler, ``--hv-seeds`` seeds each, on the
 first runtime; accuracy there on the first ``--hv-val`` val images (a subset makes the studies affordable).
@@ -142,17 +142,17 @@ def search_row(p, phase: dict, row: Row, trials: int, budget: float) -> tuple:
     return trials_frame(study.trials), time.perf_counter() - start
 
 
-def winner(p, df, budget: float) -> dict | None:
-    """The most accurate front config whose ratio, re-measured interleaved, is within ``budget``."""
+def picks(p, df, budget: float) -> list[tuple]:
+    """The front configs whose ratio, re-measured interleaved, is within ``budget``, most accurate first: (config,
+    val top-1 on shared weights, re-measured ratio), the order ``search run`` tries them in when shipping."""
     front = pareto_front(df) if "depth" in df else df.iloc[0:0]
     configs = [config_of(r) for _, r in front.iterrows()]
     if not configs:
-        return None
+        return []
     again = p.meter.measure_many({str(i): p.sn.extract(c).eval() for i, c in enumerate(configs)})
     fits = [i for i in range(len(configs)) if again[str(i)].ratio <= budget]
-    best = max(fits, key=lambda i: front.iloc[i]["val_top1"], default=None)
-    return None if best is None else {"config": configs[best], "val_top1": float(front.iloc[best]["val_top1"]),
-                                      "remeasured_ratio": again[str(best)].ratio}
+    fits.sort(key=lambda i: -front.iloc[i]["val_top1"])
+    return [(configs[i], float(front.iloc[i]["val_top1"]), again[str(i)].ratio) for i in fits]
 
 
 def hypervolume(points: list[tuple[float, float]], budget: float = 1.0) -> float:
@@ -272,36 +272,46 @@ def compare_runtime(args, runtime: str, budgets: list[float], out: Path) -> dict
         with searching(p, row):
             for r in budgets:  # a study per budget, as ``search run`` has it (its sampler works near the budget)
                 df, search_s = search_row(p, phase, row, args.trials, r)
-                w = winner(p, df, r)
+                ranked = picks(p, df, r)
                 measured = int((df["state"] == "COMPLETE").sum()) if len(df) else 0
                 entry = {"runtime": runtime, "row": row.name, "budget": r, "trials": len(df), "measured": measured,
                          "search_s": search_s}
                 rival = uniform_rival(p, df, r * p.base_latency.median_ms) if row.uniform else None
-                candidates = ([(w["config"], w["val_top1"], w["remeasured_ratio"])] if w else []) + (
-                    [] if rival is None or (w and config_of(rival).key() == w["config"].key()) else
-                    [(config_of(rival), float(rival["val_top1"]), float(rival["measured_ms"]) / p.base_latency.median_ms)])
-                if not candidates:
+                if rival is not None:
+                    rival = (config_of(rival), float(rival["val_top1"]),
+                             float(rival["measured_ms"]) / p.base_latency.median_ms)
+                if not ranked and rival is None:
                     rows.append(entry | {"met": False, "why": "nothing measured within the budget"})
                     print(f"[{runtime}] {row.name} at {r:g}×: nothing measured within the budget", flush=True)
                     continue
                 budget_ms = r * p.base_latency.median_ms
-                after = {}
-                for cfg, *_ in candidates:  # as ``search run`` ships: timed fresh, retrained if within, timed again
+                after, candidates = {}, []
+
+                def finish(candidate) -> dict | None:  # as ``search run`` ships: timed fresh, retrained if within, again
+                    cfg = candidate[0]
                     key = (p.sn.spec.scorer, cfg.key())
                     if key not in retrained:
-                        folder = out / runtime / f"retrain-{len(retrained)}"
-                        m = retrain_within(p, cfg, folder, budget_ms, f"{row.name} at {r:g}×", "its pick",
-                                           epochs=epochs, log=loud)
+                        m = retrain_within(p, cfg, out / runtime / f"retrain-{len(retrained)}", budget_ms,
+                                           f"{row.name} at {r:g}×", "its pick", epochs=epochs, log=loud)
                         if m is None:  # over the budget before retraining (another budget may take it)
-                            continue
+                            return None
                         cost = count_cost(p.sn.extract(cfg), p.workload.input_shape)
                         retrained[key] = m | {"flops": cost.flops, "params": cost.params}
+                    candidates.append(candidate)
                     after[cfg.key()] = retrained[key] | {"within_budget": retrained[key]["latency_ms"] <= budget_ms}
+                    return after[cfg.key()]
+
+                for candidate in ranked:  # the next, while none fits (``ship`` with --retrain-top 1)
+                    m = finish(candidate)
+                    if m and m["within_budget"]:
+                        break
+                if rival is not None and rival[0].key() not in after:
+                    finish(rival)
                 if not after:
                     rows.append(entry | {"met": False, "why": "over the budget in a fresh process before retraining"})
                     continue
                 # as ``ship``: the best by val of those that meet the budget (a tie: the search's pick)
-                cfg, val_shared, remeasured = max((c for c in candidates if c[0].key() in after), key=lambda c: (
+                cfg, val_shared, remeasured = max(candidates, key=lambda c: (
                     after[c[0].key()]["within_budget"], after[c[0].key()]["val_top1"], c is candidates[0]))
                 m = after[cfg.key()]
                 uniform = row.uniform and cfg.key() in {c.key() for c in p.sn.space.uniform_shapes()}

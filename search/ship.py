@@ -72,8 +72,8 @@ def retrain_within(p, cfg, folder: Path, budget_ms: float, name: str, why: str, 
     budget before retraining. Either way over the budget is said with ``!!``."""
     before = fresh_before_retraining(p, cfg, folder)
     if before["latency_ms"] > budget_ms:
-        log(f"{LOUD} {name} measures {before['latency_ms']:.3g} ms in a fresh process, over the budget of {budget_ms} "
-            "ms: not retrained, not shipped")
+        log(f"{LOUD} {name} measures {before['latency_ms']:.3g} ms in a fresh process, over the budget of "
+            f"{budget_ms:.4g} ms: not retrained, not shipped")
         return None
     log(f"retraining {name} ({why})")
     metrics = retrain(p, cfg, folder, epochs=epochs, log=log)
@@ -83,7 +83,7 @@ def retrain_within(p, cfg, folder: Path, budget_ms: float, name: str, why: str, 
     write_metrics(cfg, metrics, folder)
     said = (f"{name} measured {before['latency_ms']:.3g} ms before retraining and "
             f"{metrics['fresh_runs'][1]['latency_ms']:.3g} ms after, in fresh processes: {metrics['latency_ms']:.3g} ms "
-            f"against the budget of {budget_ms} ms")
+            f"against the budget of {budget_ms:.4g} ms")
     log(said if metrics["within_budget"] else f"{LOUD} {said}: not shipped")
     return metrics
 
