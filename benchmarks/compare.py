@@ -22,10 +22,11 @@ model's values), the budget as its constraint, as ``search run`` has it. Rows:
 Per row and budget: the front's configs re-measured interleaved with the base; those within the budget are then
 handled, most accurate first, as ``search run`` ships (``search.ship.retrain_within``): timed in a fresh process,
 retrained with the product's recipe if it fits (``--retrain-epochs`` for every row alike) and timed again, its
-latency the mean of the two; the next is tried while none fits. Search efficiency: hypervolume of the front within the middle budget (val top-1 against the
-predicted latency ratio, the budget as the constraint and the reference, the phase's proposals queued first,
-as ``search run`` has it) against trial count, for every registered sampler, ``--hv-seeds`` seeds each, on the
-first runtime; accuracy there on the first ``--hv-val`` val images (a subset makes the studies affordable).
+latency the mean of the two; the next is tried while none fits. Search efficiency: hypervolume of the front
+within the middle budget (val top-1 against the predicted latency ratio, the budget as the constraint and the
+reference, the phase's proposals queued first, as ``search run`` has it) against trial count, for every
+registered sampler, ``--hv-seeds`` seeds each, on the first runtime; accuracy there on the first ``--hv-val``
+val images (a subset makes the studies affordable).
 """
 from __future__ import annotations
 
@@ -152,7 +153,9 @@ def picks(p, df, budget: float) -> list[tuple]:
     again = p.meter.measure_many({str(i): p.sn.extract(c).eval() for i, c in enumerate(configs)})
     fits = [i for i in range(len(configs)) if again[str(i)].ratio <= budget]
     fits.sort(key=lambda i: -front.iloc[i]["val_top1"])
-    return [(configs[i], float(front.iloc[i]["val_top1"]), again[str(i)].ratio) for i in fits]
+    once = {configs[i].key(): i for i in reversed(fits)}  # a config two trials share (repaired configs repeat)
+    return [(configs[i], float(front.iloc[i]["val_top1"]), again[str(i)].ratio)
+            for i in fits if once[configs[i].key()] == i]
 
 
 def hypervolume(points: list[tuple[float, float]], budget: float = 1.0) -> float:
@@ -285,7 +288,7 @@ def compare_runtime(args, runtime: str, budgets: list[float], out: Path) -> dict
                     print(f"[{runtime}] {row.name} at {r:g}×: nothing measured within the budget", flush=True)
                     continue
                 budget_ms = r * p.base_latency.median_ms
-                after, candidates = {}, []
+                tried: list[tuple] = []  # (candidate, its retrained metrics), in the order tried
 
                 def finish(candidate) -> dict | None:  # as ``search run`` ships: timed fresh, retrained if within, again
                     cfg = candidate[0]
@@ -297,30 +300,29 @@ def compare_runtime(args, runtime: str, budgets: list[float], out: Path) -> dict
                             return None
                         cost = count_cost(p.sn.extract(cfg), p.workload.input_shape)
                         retrained[key] = m | {"flops": cost.flops, "params": cost.params}
-                    candidates.append(candidate)
-                    after[cfg.key()] = retrained[key] | {"within_budget": retrained[key]["latency_ms"] <= budget_ms}
-                    return after[cfg.key()]
+                    m = retrained[key] | {"within_budget": retrained[key]["latency_ms"] <= budget_ms}
+                    tried.append((candidate, m))
+                    return m
 
                 for candidate in ranked:  # the next, while none fits (``ship`` with --retrain-top 1)
                     m = finish(candidate)
                     if m and m["within_budget"]:
                         break
-                if rival is not None and rival[0].key() not in after:
+                if rival is not None and rival[0].key() not in {c[0].key() for c, _ in tried}:
                     finish(rival)
-                if not after:
+                if not tried:
                     rows.append(entry | {"met": False, "why": "over the budget in a fresh process before retraining"})
                     continue
-                # as ``ship``: the best by val of those that meet the budget (a tie: the search's pick)
-                cfg, val_shared, remeasured = max(candidates, key=lambda c: (
-                    after[c[0].key()]["within_budget"], after[c[0].key()]["val_top1"], c is candidates[0]))
-                m = after[cfg.key()]
+                # as ``ship``: the best by val of those that meet the budget (a tie: the one tried first)
+                (cfg, val_shared, remeasured), m = max(tried, key=lambda t: (
+                    t[1]["within_budget"], t[1]["val_top1"], t is tried[0]))
                 uniform = row.uniform and cfg.key() in {c.key() for c in p.sn.space.uniform_shapes()}
                 entry |= {"met": m["within_budget"], "config": cfg.to_dict(), "val_shared": val_shared,
                           "uniform_narrowing": uniform, "remeasured_ratio": remeasured, "fresh_ratio": m["ratio_to_base"],
                           "fresh_ms": m["latency_ms"], "val_before": m["val_top1_before"],
                           "test_before": m["test_top1_before"], "val_after": m["val_top1"],
-                          "test_after": m["test_top1"], "retrained": len(after),
-                          "retrain_s": sum(a["seconds"] for a in after.values()),
+                          "test_after": m["test_top1"], "retrained": len(tried),
+                          "retrain_s": sum(a["seconds"] for _, a in tried),
                           "flops": m["flops"], "params": m["params"]}
                 rows.append(entry)
                 print(f"[{runtime}] {row.name} at {r:g}×: test {entry['test_before']:.1%} -> "

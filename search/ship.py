@@ -92,7 +92,8 @@ def ship(p, out: Path, budget_ms: float, top: int, log=print) -> dict | None:
     """Retrain the ``top`` most accurate Pareto configs that re-measured within ``budget_ms`` (more, one by one,
     while none of them meets the budget in a fresh process), and the best uniform narrowing within it (shared
     weights rank it below shapes that retrain worse: README, issue 13); write the most accurate retrained model
-    that meets the budget (``retrain_within``: the mean of two fresh processes) to ``out/best/``. Returns its metrics, or None when none does."""
+    that meets the budget (``retrain_within``: the mean of two fresh processes) to ``out/best/``. Returns its
+    metrics, or None when none does."""
     front = pd.read_csv(out / "pareto.csv")
     if "remeasured_ms" not in front or not len(front):
         log(f"{LOUD} nothing to ship: no config on the Pareto front")
