@@ -48,8 +48,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from evaluators import count_cost, evaluate_accuracy  # noqa: E402
 from evaluators.lut import hardware_name  # noqa: E402
+from search.local_search import hypervolume  # noqa: E402
 from search.optimize import (DEFAULT_SAMPLER, SAMPLERS, Objective, build_sampler, config_params,  # noqa: E402
-                             suggest_config)
+                             predictions, suggest_config)
 from search.results import config_of, pareto_front, trials_frame  # noqa: E402
 from search.run import uniform_near  # noqa: E402
 from search.setup import ensure_supernet, phase_dir, prepare, use_scorer_table  # noqa: E402
@@ -128,7 +129,8 @@ def row_proposals(p, phase: dict, row: Row) -> list:
 
 def search_row(p, phase: dict, row: Row, trials: int, budget: float) -> tuple:
     """(trials frame, seconds) of one study of ``row`` under the loosest budget (a ratio of the base)."""
-    study = optuna.create_study(directions=["maximize", "minimize"], sampler=build_sampler(row.sampler, 0))
+    sampler = build_sampler(row.sampler, 0, predictions(p.sn.space, p.table.predict))
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
     queued = row_proposals(p, phase, row) if row.methods else []
     if row.uniform:
         queued = uniform_near(p, budget * p.base_latency.median_ms) + queued
@@ -158,16 +160,6 @@ def picks(p, df, budget: float) -> list[tuple]:
             for i in fits if once[configs[i].key()] == i]
 
 
-def hypervolume(points: list[tuple[float, float]], budget: float = 1.0) -> float:
-    """Area dominated by (accuracy ↑, latency ratio ↓) points within ``budget``, against the reference (0, budget)."""
-    area, best = 0.0, 0.0
-    for ratio, acc in sorted((r, a) for a, r in points if r <= budget):
-        if acc > best:
-            area += (acc - best) * (budget - ratio)
-            best = acc
-    return area
-
-
 def efficiency(p, phase: dict, budget: float, trials: int, seeds: int, val_images: int, out: Path) -> dict:
     """Hypervolume within ``budget`` after each trial, per sampler and seed (accuracy on a val subset, predicted
     latency; the phase's proposals first, as ``search run`` queues them)."""
@@ -184,11 +176,13 @@ def efficiency(p, phase: dict, budget: float, trials: int, seeds: int, val_image
         return accuracy[cfg.key()], ratio
 
     queued = [config_params(cfg, p.sn.space) for cfg in proposals(phase)[:trials]]
+    predict = predictions(p.sn.space, p.table.predict_ratio)  # the objective's latency is the predicted ratio
     curves: dict = {}
     best_within: dict = {}  # the most accurate config within the budget so far: what a search run ships
     for sampler in SAMPLERS:
         for seed in range(seeds):
-            study = optuna.create_study(directions=["maximize", "minimize"], sampler=build_sampler(sampler, seed))
+            study = optuna.create_study(directions=["maximize", "minimize"],
+                                        sampler=build_sampler(sampler, seed, predict))
             for params in queued:
                 study.enqueue_trial(params, skip_if_exists=True)
             study.optimize(objective, n_trials=trials, show_progress_bar=True)

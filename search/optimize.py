@@ -15,22 +15,24 @@ import socket
 from dataclasses import replace
 from typing import Callable
 
+import numpy as np
 import optuna
-from optuna.trial import Trial
+from optuna.trial import FixedTrial, Trial
 
 from evaluators import count_cost, evaluate_accuracy
 from supernet import ConfigError, SubnetConfig
 
-from .local_search import LocalSearchSampler
+from .local_search import LocalSearchSampler, Predictions
 
 
 # The budget is a trial constraint (``trial.set_constraint``, Optuna 5's successor of ``constraints_func``):
 # feasibility then takes part in every sampler's choice of what to try next.
-SAMPLERS: dict[str, Callable[[int | None], optuna.samplers.BaseSampler]] = {
-    "nsga2": lambda seed: optuna.samplers.NSGAIISampler(seed=seed, population_size=20),
-    "tpe": lambda seed: optuna.samplers.TPESampler(seed=seed, multivariate=True),
-    "random": lambda seed: optuna.samplers.RandomSampler(seed=seed),
-    "local": lambda seed: LocalSearchSampler(seed=seed, active=active_params),
+# Each is built from a seed and the study's ``Predictions`` (Optuna's own samplers do not use them).
+SAMPLERS: dict[str, Callable[[int | None, Predictions], optuna.samplers.BaseSampler]] = {
+    "nsga2": lambda seed, predict: optuna.samplers.NSGAIISampler(seed=seed, population_size=20),
+    "tpe": lambda seed, predict: optuna.samplers.TPESampler(seed=seed, multivariate=True),
+    "random": lambda seed, predict: optuna.samplers.RandomSampler(seed=seed),
+    "local": lambda seed, predict: LocalSearchSampler(predict, seed=seed, active=active_params),
 }
 
 
@@ -39,10 +41,40 @@ SAMPLERS: dict[str, Callable[[int | None], optuna.samplers.BaseSampler]] = {
 DEFAULT_SAMPLER = "local"
 
 
-def build_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
+def check_sampler(name: str) -> None:
     if name not in SAMPLERS:
         raise ConfigError(f"unknown sampler {name!r}; choose one of {sorted(SAMPLERS)}")
-    return SAMPLERS[name](seed)
+
+
+def build_sampler(name: str, seed: int | None, predict: Predictions) -> optuna.samplers.BaseSampler:
+    check_sampler(name)
+    return SAMPLERS[name](seed, predict)
+
+
+def predictions(space, latency: Callable[[SubnetConfig], float]) -> Predictions:
+    """A sampler's view of ``space``: the config trial parameters make, its ``latency`` as the objective reports
+    it (the latency table's prediction, in the same units), and its ``shape``."""
+    configs: dict[tuple, SubnetConfig] = {}  # every trial's parameters are read again at every trial
+
+    def config(params: dict) -> SubnetConfig:
+        k = tuple(sorted(params.items()))
+        if k not in configs:
+            configs[k] = suggest_config(FixedTrial(params), space)
+        return configs[k]
+    return Predictions(key=lambda params: config(params).key(), latency=lambda params: latency(config(params)),
+                       shape=lambda params: shape(config(params), space))
+
+
+def shape(cfg: SubnetConfig, space) -> np.ndarray:
+    """The fraction of the largest subnet ``cfg`` keeps on each axis, over its blocks on average and in its
+    narrowest block (one over-pruned block costs the whole model's accuracy)."""
+    qk, v = cfg.head_widths(space.qk.max)
+    blocks = range(cfg.depth)
+    per_block = np.array([[cfg.heads[i] * qk[i] / (space.heads.max * space.qk.max),
+                           cfg.heads[i] * v[i] / (space.heads.max * space.v.max),
+                           cfg.mlp[i] / space.mlp.max] for i in blocks])
+    return np.r_[cfg.depth / space.depth.max, cfg.embed_dim / space.embed_dim.max, per_block.mean(0),
+                 per_block.min(0), np.mean(cfg.keep), cfg.keep[-1], np.mean([op != "msa" for op in cfg.ops])]
 
 
 def _suggest(trial: Trial, name: str, choices: list):

@@ -13,7 +13,7 @@ from supernet import ConfigError
 from supernet import distributed as ddp
 from supernet.phase import proposals
 
-from .optimize import DEFAULT_SAMPLER, Objective, build_sampler, config_params
+from .optimize import DEFAULT_SAMPLER, Objective, build_sampler, check_sampler, config_params, predictions
 from .setup import Prepared, ensure_supernet, latency_setting, prepare
 from .cache import cache_dir
 from .config import load_config
@@ -62,6 +62,11 @@ def _objective(p: Prepared, budget_ms: float) -> Objective:
                      p.workload.input_shape, p.device)
 
 
+def _sampler(p: Prepared, name: str, seed: int | None):
+    """``name``'s sampler, predicting latency with the run's table in the objective's units (ms)."""
+    return build_sampler(name, seed, predictions(p.sn.space, p.table.predict))
+
+
 def search_command(config_path=None, budget_ms: float = 5.0, latency: dict | None = None, trials: int = 100,
                    timeout: float | None = None, sampler: str = DEFAULT_SAMPLER, seed: int | None = 0,
                    storage: str | None = None, study_name: str | None = None, workers: int = 1, retrain_top: int = 1,
@@ -83,7 +88,7 @@ def search_command(config_path=None, budget_ms: float = 5.0, latency: dict | Non
         raise ConfigError(f"--budget-ms must be a positive, finite number of milliseconds, got {budget_ms}")
     if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
         raise ConfigError(f"--timeout must be a positive number of seconds, got {timeout}")
-    build_sampler(sampler, seed)  # an unknown sampler fails before any work
+    check_sampler(sampler)  # an unknown sampler fails before any work
     config = load_config(config_path)
     setting = latency_setting(config, **(latency or {}))
     out = Path(out) if out else Path("results") / (study_name or config["name"])
@@ -96,7 +101,7 @@ def search_command(config_path=None, budget_ms: float = 5.0, latency: dict | Non
     with hold_folder(out):  # one run per results folder
         storage = storage or f"sqlite:///{(out / 'study.db').resolve()}"
         name = study_name or out.resolve().name
-        study = open_study(storage, name, sampler, seed)
+        study = open_study(storage, name)
         settings = {"config_path": str(Path(config_path).resolve()) if config_path else None, "budget_ms": budget_ms,
                     "latency": setting.identity(), "sampler": sampler, "seed": seed}
         if budget_ratio is not None:  # the budget in ms is known once the base model is measured (below)
@@ -126,6 +131,7 @@ def search_command(config_path=None, budget_ms: float = 5.0, latency: dict | Non
         log(f"search: {trials} trials, {sampler}, budget {budget_ms} ms ({p.setting.describe()}), "
             f"study {name!r} in {storage}")
         objective = _objective(p, budget_ms)
+        study.sampler = _sampler(p, sampler, seed)
         procs = start_workers(workers - 1, storage, name, trials, log) if workers > 1 else []
         try:
             run_trials(study, objective, trials, timeout, show=True)
@@ -177,7 +183,8 @@ def worker_command(storage: str, study_name: str, trials: int | None = None, lat
     p = prepare(settings["config_path"], log=log, **(study_latency | ({"device": device} if device else {})))
     _check_budget(p, settings["budget_ms"], log)
     ensure_supernet(p, log=log)
-    study = open_study(storage, study_name, settings["sampler"], None)
+    study = open_study(storage, study_name)
+    study.sampler = _sampler(p, settings["sampler"], None)
     run_trials(study, _objective(p, settings["budget_ms"]), trials or 10**9, None, show=False)
 
 

@@ -19,14 +19,16 @@ from tqdm import tqdm
 from evaluators import evaluate_accuracy
 from supernet import ConfigError
 
-from .optimize import Objective, build_sampler, process_id
+from .optimize import Objective, process_id
 from .results import config_of, pareto_front, plot_front, trials_frame
 from .setup import workload_provenance
 
 DONE = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
-def open_study(storage: str, name: str, sampler: str, seed: int | None) -> optuna.Study:
+def open_study(storage: str, name: str) -> optuna.Study:
+    """The study ``name`` in ``storage``, created when new; its sampler is set once the run is prepared (it
+    predicts from the run's latency table)."""
     # Optuna marks heartbeats experimental and warns on every run; vitnas relies on them (tested), so the
     # warning would tell the user nothing they can act on
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -46,7 +48,7 @@ def open_study(storage: str, name: str, sampler: str, seed: int | None) -> optun
         storage.engine.dispose()  # connections opened from here on get it
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna.create_study(study_name=name, storage=storage, directions=["maximize", "minimize"],
-                               sampler=build_sampler(sampler, seed), load_if_exists=True)
+                               load_if_exists=True)
 
 
 def _write_ahead(connection, _) -> None:

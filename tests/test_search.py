@@ -105,11 +105,11 @@ def test_a_sqlite_study_is_written_ahead_and_reopens_with_its_trials(tmp_path):
     from search.study import open_study
 
     url = f"sqlite:///{tmp_path / 'study.db'}"
-    study = open_study(url, "s", "random", 0)
+    study = open_study(url, "s")
     study.optimize(lambda t: (t.suggest_int("x", 0, 9), 1.0), n_trials=3)
     with sqlite3.connect(tmp_path / "study.db") as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    again = open_study(url, "s", "random", 0)
+    again = open_study(url, "s")
     assert [t.params["x"] for t in again.trials] == [t.params["x"] for t in study.trials] and len(again.trials) == 3
 
 
@@ -132,6 +132,17 @@ def test_a_trial_is_judged_on_its_ratio_to_the_base_model_not_on_a_drifting_cloc
     assert attrs["measured_ms"] == 8.0 and attrs["clock_ms"] == 30.0 and attrs["constraint"] == -2.0
 
 
+def size(c: SubnetConfig) -> int:
+    """The synthetic studies' latency: the subnet's width."""
+    return c.embed_dim * (sum(c.mlp[:c.depth]) + sum(h * q for h, q in zip(c.heads, c.qk)))
+
+
+def _micro_predictions(depth: int = 4):
+    from search.optimize import predictions
+
+    return predictions(Supernet.from_timm(micro_vit(depth=depth)).space, size)
+
+
 def _synthetic_study(sampler_name: str, seed: int, trials: int = 30, proposals=(), depth: int = 4):
     """A study on a micro space with closed-form objectives shaped like the real ones: accuracy needs every block
     (a geometric mean of per-block saturating terms, so one over-pruned block costs the whole), latency is the
@@ -139,7 +150,6 @@ def _synthetic_study(sampler_name: str, seed: int, trials: int = 30, proposals=(
     from search.optimize import build_sampler
 
     space = Supernet.from_timm(micro_vit(depth=depth)).space
-    size = lambda c: c.embed_dim * (sum(c.mlp[:c.depth]) + sum(h * q for h, q in zip(c.heads, c.qk)))  # noqa: E731
 
     def accuracy(c):
         blocks = [(1 - np.exp(-4 * m / space.mlp.max)) * (1 - np.exp(-4 * h * q / (space.heads.max * space.qk.max)))
@@ -147,7 +157,8 @@ def _synthetic_study(sampler_name: str, seed: int, trials: int = 30, proposals=(
         return (float(np.prod(blocks)) ** (1 / depth) * (1 - np.exp(-4 * c.embed_dim / space.embed_dim.max))
                 * (c.depth / space.depth.max) ** 0.3)
     budget = size(space.largest()) / 2
-    study = optuna.create_study(directions=["maximize", "minimize"], sampler=build_sampler(sampler_name, seed))
+    sampler = build_sampler(sampler_name, seed, _micro_predictions(depth))
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
     for cfg in proposals:
         study.enqueue_trial(config_params(cfg, space))
     configs = []
@@ -174,7 +185,7 @@ def test_every_sampler_runs_proposals_first_repeats_under_a_seed_and_suggests_va
 def test_local_search_moves_on_the_grid_from_a_front_member_and_narrows_a_parent_over_budget():
     from search.local_search import LocalSearchSampler
 
-    sampler = LocalSearchSampler(seed=0)
+    sampler = LocalSearchSampler(_micro_predictions(), seed=0)
     study, _, budget = _synthetic_study("random", seed=0, trials=20)
     space = sampler.infer_relative_search_space(study, None)
     completed = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
@@ -199,7 +210,7 @@ def test_spreading_draws_front_members_by_the_area_they_alone_dominate_and_exten
 
     from search.local_search import LocalSearchSampler
 
-    sampler = LocalSearchSampler(seed=0, spread=1.0)
+    sampler = LocalSearchSampler(_micro_predictions(), seed=0)
     study, _, budget = _synthetic_study("random", seed=0, trials=30)
     space = sampler.infer_relative_search_space(study, None)
     completed = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
@@ -221,18 +232,43 @@ def test_spreading_draws_front_members_by_the_area_they_alone_dominate_and_exten
     assert moved and all(child[n] < front[0].params[n] for n in moved)  # the fastest only narrows
 
 
-def test_local_search_draws_its_exploring_share_of_trials_at_random():
+def test_local_search_runs_the_candidate_predicted_to_add_the_most_hypervolume_never_a_repeat_or_over_budget():
+    from search.local_search import LocalSearchSampler, hypervolume
+
+    predict = _micro_predictions()
+    study, _, budget = _synthetic_study("random", seed=0, trials=20)
+    sampler = LocalSearchSampler(predict, seed=0)
+    space = sampler.infer_relative_search_space(study, None)
+    completed = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    values = [tuple(t.values) for t in completed]
+    accuracy = sampler.fit_accuracy(completed)
+    pool = [dict(completed[0].params)]  # a repeat
+    pool += [sampler.mutate(t, space) for t in completed[:12]]
+    pool = [c for c in pool if predict.latency(c) > budget][:1] + pool  # one over budget, when the mutations hold one
+    gains = {predict.key(c): hypervolume(values + [(accuracy(c), predict.latency(c))], budget) - hypervolume(values, budget)
+             for c in pool[2:] if predict.latency(c) <= budget and predict.key(c) not in {predict.key(t.params)
+                                                                                        for t in study.trials}}
+    sampler.children = lambda *args: iter(pool)
+    pick = sampler.sample_relative(study, None, space)
+    assert gains and predict.key(pick) == max(gains, key=gains.get)
+    del sampler.children  # as drawn: never a config a trial made, never one predicted over the budget
+    made = {predict.key(t.params) for t in study.trials}
+    for _ in range(30):
+        child = sampler.sample_relative(study, None, space)
+        assert child and predict.latency(child) <= budget and predict.key(child) not in made
+
+
+def test_the_accuracy_fit_predicts_a_trial_it_has_not_seen():
     from search.local_search import LocalSearchSampler
 
-    study, _, _ = _synthetic_study("random", seed=0, trials=20)
-
-    def relative(explore):  # sample_relative's answer for 200 trials: {} leaves every parameter to random draws
-        sampler = LocalSearchSampler(seed=0, explore=explore)
-        space = sampler.infer_relative_search_space(study, None)
-        return [sampler.sample_relative(study, None, space) for _ in range(200)]
-    assert all(relative(0.0)) and not any(relative(1.0))
-    random_share = sum(not r for r in relative(0.4)) / 200
-    assert 0.3 < random_share < 0.5
+    study, _, _ = _synthetic_study("random", seed=0, trials=60)
+    completed = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    sampler = LocalSearchSampler(_micro_predictions(), seed=0)
+    fit = sampler.fit_accuracy(completed[:45])
+    held_out = completed[45:]
+    error = np.mean([abs(fit(t.params) - t.values[0]) for t in held_out])
+    spread = np.mean([abs(t.values[0] - np.mean([u.values[0] for u in held_out])) for t in held_out])
+    assert error < 0.75 * spread, (error, spread)  # clearly better than guessing the mean (0.6 here)
 
 
 def test_local_search_finds_a_better_config_within_budget_than_random_search_where_every_block_matters():
