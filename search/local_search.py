@@ -55,8 +55,10 @@ class LocalSearchSampler(optuna.samplers.BaseSampler):
     """Each trial: ``candidates`` children — random draws over the whole space (a share ``explore``: one often
     lands a fast, fair config that small moves take a dozen trials to reach), the parameter-wise minimum of two
     front members (``combine``: faster than both, each keeping what its method pruned), and mutations of a
-    front member — of which the one predicted to add the most hypervolume within the budget runs. Configs a
-    trial already made, and configs predicted over the budget, are never proposed.
+    front member — of which the one predicted to add the most hypervolume within the budget runs in a share
+    ``spread`` of the trials (the front every budget reads), and the one predicted most accurate in the rest
+    (the budget end, which ``search run`` ships). Configs a trial already made, and configs predicted over the
+    budget, are never proposed.
 
     A mutation moves each parameter that changes the config (``active``) with probability ``rate`` (at least
     one moves), by k grid steps with probability 2^-k; a parent over budget only moves down (every numeric axis
@@ -68,13 +70,13 @@ class LocalSearchSampler(optuna.samplers.BaseSampler):
 
     def __init__(self, predict: Predictions, seed: int | None = None, rate: float = 0.05, reach: float = 0.25,
                  n_startup_trials: int = 10, active: Callable[[dict], set] | None = None, candidates: int = 48,
-                 explore: float = 0.4, combine: float = 0.2) -> None:
+                 explore: float = 0.4, combine: float = 0.2, spread: float = 0.5) -> None:
         self._rng = np.random.RandomState(seed)
         self._random = optuna.samplers.RandomSampler(seed)
         self._space = IntersectionSearchSpace()
         self.predict = predict
         self.rate, self.reach, self.n_startup_trials, self.candidates = rate, reach, n_startup_trials, candidates
-        self.explore, self.combine = explore, combine
+        self.explore, self.combine, self.spread = explore, combine, spread
         self.active = active or (lambda params: set(params))  # the parameters that change the config
 
     def reseed_rng(self) -> None:
@@ -94,6 +96,7 @@ class LocalSearchSampler(optuna.samplers.BaseSampler):
         values = [tuple(t.values) for t in completed]
         accuracy = self.fit_accuracy(completed)
         before = hypervolume(values, budget)
+        by_area = self._rng.rand() < self.spread
         seen = {self.predict.key(t.params) for t in done}
         best, best_gain = {}, -np.inf
         for child in self.children(study, trial, search_space, parents):
@@ -104,7 +107,8 @@ class LocalSearchSampler(optuna.samplers.BaseSampler):
             latency = self.predict.latency(child)
             if latency > budget:
                 continue
-            gain = hypervolume(values + [(accuracy(child), latency)], budget) - before
+            acc = accuracy(child)
+            gain = hypervolume(values + [(acc, latency)], budget) - before if by_area else acc
             if gain > best_gain:
                 best, best_gain = child, gain
         return best  # {} when every candidate was a repeat or over budget: drawn at random

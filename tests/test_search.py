@@ -232,27 +232,34 @@ def test_spreading_draws_front_members_by_the_area_they_alone_dominate_and_exten
     assert moved and all(child[n] < front[0].params[n] for n in moved)  # the fastest only narrows
 
 
-def test_local_search_runs_the_candidate_predicted_to_add_the_most_hypervolume_never_a_repeat_or_over_budget():
+def test_local_search_runs_the_candidate_predicted_best_by_area_or_by_accuracy_never_a_repeat_or_over_budget():
     from search.local_search import LocalSearchSampler, hypervolume
 
     predict = _micro_predictions()
     study, _, budget = _synthetic_study("random", seed=0, trials=20)
-    sampler = LocalSearchSampler(predict, seed=0)
+    sampler = LocalSearchSampler(predict, seed=0, spread=1.0)
     space = sampler.infer_relative_search_space(study, None)
     completed = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     values = [tuple(t.values) for t in completed]
-    accuracy = sampler.fit_accuracy(completed)
+    accuracy = lambda c: 0.9 * (predict.latency(c) / budget) ** 0.5  # noqa: E731  (the fit is tested apart)
+    sampler.fit_accuracy = lambda completed: accuracy
     pool = [dict(completed[0].params)]  # a repeat
-    pool += [sampler.mutate(t, space) for t in completed[:12]]
-    pool = [c for c in pool if predict.latency(c) > budget][:1] + pool  # one over budget, when the mutations hold one
-    gains = {predict.key(c): hypervolume(values + [(accuracy(c), predict.latency(c))], budget) - hypervolume(values, budget)
-             for c in pool[2:] if predict.latency(c) <= budget and predict.key(c) not in {predict.key(t.params)
-                                                                                        for t in study.trials}}
+    pool += [sampler.mutate(t, space) for t in completed]
+    pool += [{n: sampler._random.sample_independent(study, None, n, d) for n, d in space.items()} for _ in range(20)]
+    made = {predict.key(t.params) for t in study.trials}
+    over = [c for c in pool if predict.latency(c) > budget]
+    fits = [c for c in pool if predict.latency(c) <= budget and predict.key(c) not in made]
+    assert over and fits and predict.key(pool[0]) in made  # the pool holds every kind
+    gain = lambda c: hypervolume(values + [(accuracy(c), predict.latency(c))], budget) - hypervolume(values, budget)  # noqa: E731
+    assert max(fits, key=gain) is not max(fits, key=accuracy)  # the two rules choose apart here
     sampler.children = lambda *args: iter(pool)
     pick = sampler.sample_relative(study, None, space)
-    assert gains and predict.key(pick) == max(gains, key=gains.get)
+    assert predict.key(pick) == predict.key(max(fits, key=gain))
+    sampler.spread = 0.0  # the other trials: the candidate predicted most accurate within the budget
+    pick = sampler.sample_relative(study, None, space)
+    assert predict.key(pick) == predict.key(max(fits, key=accuracy))
     del sampler.children  # as drawn: never a config a trial made, never one predicted over the budget
-    made = {predict.key(t.params) for t in study.trials}
+    sampler.spread = 0.5
     for _ in range(30):
         child = sampler.sample_relative(study, None, space)
         assert child and predict.latency(child) <= budget and predict.key(child) not in made
