@@ -259,6 +259,7 @@ def test_local_search_runs_the_candidate_predicted_best_by_area_or_by_accuracy_n
     pick = sampler.sample_relative(study, None, space)
     assert predict.key(pick) == predict.key(max(fits, key=accuracy))
     del sampler.children  # as drawn: never a config a trial made, never one predicted over the budget
+    assert all(set(c) == set(space) for c in sampler.children(study, None, space, []))  # no parent: random draws
     sampler.spread = 0.5
     for _ in range(30):
         child = sampler.sample_relative(study, None, space)
