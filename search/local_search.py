@@ -92,7 +92,7 @@ class LocalSearchSampler(optuna.samplers.BaseSampler):
         if not search_space or len(done) < self.n_startup_trials or not completed:
             return {}  # every parameter drawn at random (``sample_independent``)
         parents = self.parents(completed)
-        budget = completed[0].values[1] - sum(completed[0].constraints.values())
+        budget = _budget(completed[0])
         values = [tuple(t.values) for t in completed]
         accuracy = self.fit_accuracy(completed)
         before = hypervolume(values, budget)
@@ -154,7 +154,7 @@ class LocalSearchSampler(optuna.samplers.BaseSampler):
         front = sorted((t for t in parents if _over(t) == 0), key=lambda t: t.values[1])
         if not front:
             return parents[0], False
-        budget = front[0].values[1] - sum(front[0].constraints.values())
+        budget = _budget(front[0])
         accs = [0.0] + [t.values[0] for t in front]
         lats = [t.values[1] for t in front] + [budget]
         alone = np.array([(accs[i + 1] - accs[i]) * (lats[i + 1] - lats[i]) for i in range(len(front))]) + 1e-12
@@ -182,6 +182,11 @@ class LocalSearchSampler(optuna.samplers.BaseSampler):
 
     def sample_independent(self, study, trial, param_name, param_distribution):
         return self._random.sample_independent(study, trial, param_name, param_distribution)
+
+
+def _budget(trial) -> float:
+    """The budget ``trial`` was judged against: its latency less its constraint (latency − budget)."""
+    return trial.values[1] - sum(trial.constraints.values())
 
 
 def _over(trial) -> float:
