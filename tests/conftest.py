@@ -1,3 +1,4 @@
+import os
 import sys
 from pathlib import Path
 
@@ -7,6 +8,9 @@ import timm
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
+if os.environ.get("PYTEST_XDIST_WORKER"):  # one of several pytest processes (``-n auto``): one thread each, and
+    os.environ["OMP_NUM_THREADS"] = "1"    # in what they start, or two processes' threads spin waiting for a core
+    torch.set_num_threads(1)
 sys.path.insert(0, str(ROOT))
 
 import supernet  # noqa: E402,F401  (registers vitnas_* models)
