@@ -27,7 +27,8 @@ import torch
 from scipy.optimize import nnls
 from tqdm import tqdm
 
-from supernet import ModelSpec, SubnetConfig, build_subnet
+from supernet import ModelSpec, SubnetConfig
+from supernet.subnet import token_plan
 from supernet.gates import UnitCosts
 from supernet.storage import write_atomic
 
@@ -36,6 +37,11 @@ from .runtimes import get_runtime
 
 FORMAT = 5
 MIN_MARGIN = 0.1   # never skip a config predicted within 10% of the budget: one measurement's noise here
+CALIBRATION = 40   # subnets a new table measures (the largest, the smallest, random ones): kept for good
+RECENT = 160       # of the subnets searches measured since, the most recent kept: the machine drifts, and every
+                   # measured trial refits the skip margin leaving each point out in turn (a bundled table had grown to
+                   # 1,096 points, 0.35 s a trial; predicting each next point from the 200 before it was as close as from
+                   # all before it: median 5.2% vs 5.9%, p90 14.3% vs 14.6%, 219 points)
 FEATURES = (
     "fixed",            # per call: input copy, launch/dispatch of stem and head
     "stem",             # patch embedding and head, ∝ embedding width
@@ -56,7 +62,7 @@ FEATURES = (
 
 def features(spec, cfg: SubnetConfig) -> np.ndarray:
     """The shape terms of ``cfg``'s extracted subnet (see ``FEATURES``); read-only, cached (every refit reads
-    every point again, and deriving them from the subnet's shape decisions takes ~20 ms)."""
+    every point again)."""
     return _features(spec, cfg.key())
 
 
@@ -67,12 +73,11 @@ def _features(spec, key: tuple) -> np.ndarray:
     E = cfg.embed_dim
     qk, v = cfg.head_widths(spec.head_dim)
     f["fixed"], f["stem"] = 1.0, E
-    model = build_subnet(spec, cfg, device="meta")  # free: only its shape decisions are read
     entering = spec.num_patches
-    for i, blk in enumerate(model.blocks):
-        n = blk.keep_tokens if blk.keep_tokens is not None else entering
+    for i, (keep, returns_map) in enumerate(token_plan(spec, cfg)):
+        n = keep if keep is not None else entering
         N, h, M = n + 1, cfg.heads[i], cfg.mlp[i]
-        if blk.keep_tokens is not None:
+        if keep is not None:
             f["token drops"] += 1
             f["scored tokens"] += (entering + 1) * E
         f["blocks"] += 1
@@ -81,7 +86,7 @@ def _features(spec, key: tuple) -> np.ndarray:
             f["qkv+proj"] += N * E * h * (2 * qk[i] + 2 * v[i]) / 4
             f["attention"] += N * N * h * (qk[i] + v[i]) / 2
             f["heads"] += cfg.heads[i]
-            f["cls attention"] += N * N * cfg.heads[i] if blk.mixer.return_cls_attn else 0
+            f["cls attention"] += N * N * cfg.heads[i] if returns_map else 0
         else:
             f["conv blocks"] += 1
             f["conv"] += N * h * v[i] * 9 + N * E * h * v[i]
@@ -101,7 +106,7 @@ class LatencyTable:
     base_ms: float = 1.0          # the base model's latency this run (``anchor``): predictions are ratios × this
 
     def __post_init__(self):
-        self._margin: tuple[int, float] | None = None  # (points, skip_factor): not stored, recomputed
+        self._margin: float | None = None  # skip_factor's, for the points of the last fit: not stored
 
     # --- prediction -------------------------------------------------------------------------------
     @cached_property
@@ -121,24 +126,26 @@ class LatencyTable:
         self.base_ms = base_ms
 
     def add(self, cfg: SubnetConfig, ratio: float) -> None:
-        """Learn from one more measured subnet (refits: a few hundred points take well under a millisecond)."""
+        """Learn from one more measured subnet (refits; the oldest searched point beyond ``RECENT`` is forgotten)."""
         self.points.append((cfg.to_dict(), float(ratio)))
+        del self.points[CALIBRATION:-RECENT]
         self.fit()
 
     def fit(self) -> None:
         """Non-negative costs minimising the squared *relative* error over every point."""
         X, y = self._data()
         self.costs = _solve(X, y).tolist()
+        self._margin = None  # the skip margin reads the same points: recomputed when next asked
 
     def skip_factor(self) -> float:
         """How far over a budget a prediction must be for the search to skip the config unmeasured: 1 + the
         largest over-prediction of any point predicted by a fit that left it out (at least ``MIN_MARGIN``).
         It follows this table's own error on this machine and runtime instead of a constant."""
-        if self._margin is None or self._margin[0] != len(self.points):
+        if self._margin is None:
             X, y = self._data()
             over = [float(X[i] @ _solve(np.delete(X, i, 0), np.delete(y, i)) / y[i] - 1) for i in range(len(y))]
-            self._margin = (len(self.points), 1 + max([MIN_MARGIN, *over]))
-        return self._margin[1]
+            self._margin = 1 + max([MIN_MARGIN, *over])
+        return self._margin
 
     def _data(self) -> tuple[np.ndarray, np.ndarray]:
         X = np.stack([features(self.spec, SubnetConfig.from_dict(c)) for c, _ in self.points])
@@ -171,7 +178,7 @@ class LatencyTable:
 
     # --- building ---------------------------------------------------------------------------------
     @classmethod
-    def build(cls, supernet, setting: LatencySetting, samples: int = 40, seed: int = 0,
+    def build(cls, supernet, setting: LatencySetting, samples: int = CALIBRATION, seed: int = 0,
               meter: LatencyMeter | None = None, progress: bool = True) -> "LatencyTable":
         """Measure ``samples`` extracted subnets (the largest, the smallest and random ones), each interleaved
         with the base model (``meter``'s reference, default ``supernet.vit``), and fit the costs to their ratios."""

@@ -249,10 +249,20 @@ class Block(nn.Module):
         return x, (attn if attn is not None else cls_attn)
 
 
-def drop_blocks(spec: ModelSpec, cfg: SubnetConfig) -> list[bool]:
-    """Which kept blocks drop tokens on entry (fewer tokens kept than entered)."""
+def token_plan(spec: ModelSpec, cfg: SubnetConfig) -> list[tuple[int | None, bool]]:
+    """Per kept block: the patch tokens it keeps on entry (None: it drops none) and whether its attention
+    returns the class-token map (only an MSA block whose map scores a later drop). Read by the module and by
+    the latency table's shape terms, which need it without building a module."""
     tokens = [tokens_kept(k, spec.num_patches) for k in cfg.keep]
-    return [t < e for t, e in zip(tokens, [spec.num_patches] + tokens[:-1])]
+    drops = [t < e for t, e in zip(tokens, [spec.num_patches] + tokens[:-1])]
+    scores_a_drop = [False] * cfg.depth
+    last_msa = None
+    for i in range(cfg.depth):
+        if drops[i] and last_msa is not None:
+            scores_a_drop[last_msa] = True
+        if cfg.ops[i] == "msa":
+            last_msa = i
+    return [(t if d else None, r) for t, d, r in zip(tokens, drops, scores_a_drop)]
 
 
 class SubnetViT(nn.Module):
@@ -269,21 +279,10 @@ class SubnetViT(nn.Module):
         embedded = spec.num_patches + (spec.prefix if spec.embed_prefix else 0)
         self.pos_embed = nn.Parameter(torch.zeros(1, embedded, dim))
         self.norm_pre = _norm(spec, dim, spec.pre_norm)
-        tokens = [tokens_kept(k, spec.num_patches) for k in cfg.keep]
-        drops = drop_blocks(spec, cfg)
-        # an MSA block returns its class-token attention only if a later drop would read it
-        scored_by = [None] * cfg.depth
-        last_msa = None
-        for i in range(cfg.depth):
-            if drops[i] and last_msa is not None:
-                scored_by[last_msa] = i
-            if cfg.ops[i] == "msa":
-                last_msa = i
         qk, v = cfg.head_widths(spec.head_dim)
         self.blocks = nn.ModuleList(
-            Block(spec, dim, cfg.heads[i], qk[i], v[i], cfg.mlp[i], cfg.ops[i],
-                  tokens[i] if drops[i] else None, scored_by[i] is not None)
-            for i in range(cfg.depth))
+            Block(spec, dim, cfg.heads[i], qk[i], v[i], cfg.mlp[i], cfg.ops[i], keep, returns_map)
+            for i, (keep, returns_map) in enumerate(token_plan(spec, cfg)))
         self.norm = _norm(spec, dim, spec.final_norm)
         self.fc_norm = _norm(spec, dim, spec.fc_norm)
         self.head = nn.Linear(dim, spec.num_classes)

@@ -120,6 +120,28 @@ def test_extracted_largest_has_no_overhead_over_timm(sn):
     assert lat["extracted"].median_ms <= 1.15 * lat["timm"].median_ms, lat
 
 
+def test_a_table_keeps_its_calibration_and_the_most_recent_points_and_refits_on_each(sn, rng):
+    """Searches add every measured subnet; past ``RECENT`` the oldest searched one is forgotten (the calibration
+    set never is), and the fit and the skip margin follow the points kept."""
+    from conftest import synthetic_table
+
+    from evaluators.lut import CALIBRATION, RECENT
+
+    table = synthetic_table(sn, samples=CALIBRATION - 2)  # the largest, the smallest and random ones
+    calibration = list(table.points)
+    searched = [sn.space.sample(rng) for _ in range(RECENT + 5)]
+    for cfg in searched[:-1]:
+        table.add(cfg, table.predict_ratio(cfg))
+    margin = table.skip_factor()
+    table.add(searched[-1], table.predict_ratio(searched[-1]) / 2)  # far faster than predicted: the margin grows
+    assert table.points[:CALIBRATION] == calibration
+    assert [c for c, _ in table.points[CALIBRATION:]] == [c.to_dict() for c in searched[-RECENT:]]
+    refit = LatencyTable(key=table.key, points=list(table.points))
+    refit.fit()
+    assert table.costs == refit.costs and table.skip_factor() == pytest.approx(refit.skip_factor())
+    assert table.skip_factor() > margin
+
+
 def test_skip_factor_follows_the_tables_own_error(sn, rng):
     """Noise-free points: only the floor; one point the fit over-predicts by 2× (a subnet far faster here than
     its shape says): the margin grows so that a config like it is measured, not skipped."""
