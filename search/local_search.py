@@ -118,7 +118,7 @@ class LocalSearchSampler(optuna.samplers.BaseSampler):
         for _ in range(self.candidates):
             u = self._rng.rand()
             if u < self.explore or not parents:  # nothing within or near the budget yet: draws only
-                yield {n: self._random.sample_independent(study, trial, n, d) for n, d in search_space.items()}
+                yield {n: self._draw(study, trial, n, d) for n, d in search_space.items()}
             elif u < self.explore + self.combine and len(front) >= 2:
                 a, b = (front[i].params for i in self._rng.choice(len(front), 2, replace=False))
                 yield {n: (a[n] if self._rng.rand() < 0.5 else b[n]) if isinstance(d, CategoricalDistribution)
@@ -128,6 +128,16 @@ class LocalSearchSampler(optuna.samplers.BaseSampler):
                 yield self.mutate(parent, search_space, extend)
             else:
                 yield self.mutate(parents[self._rng.randint(len(parents))], search_space)
+
+    def _draw(self, study, trial, name: str, dist):
+        """A uniform draw from ``dist``'s grid, as Optuna's random sampler draws but without its per-call
+        transforms (a trial draws a few thousand values)."""
+        if isinstance(dist, CategoricalDistribution):
+            return dist.choices[self._rng.randint(len(dist.choices))]
+        if getattr(dist, "step", None) is None:  # continuous or log axes: none in vitnas's space
+            return self._random.sample_independent(study, trial, name, dist)
+        value = dist.low + self._rng.randint(round((dist.high - dist.low) / dist.step) + 1) * dist.step
+        return int(value) if isinstance(dist, IntDistribution) else round(value, 9)
 
     def fit_accuracy(self, completed: list) -> Callable[[dict], float]:
         """Ridge regression of val top-1 on the standardised shape of every completed trial."""
