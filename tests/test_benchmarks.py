@@ -126,3 +126,9 @@ def test_scale_benchmark_runs(tmp_path):
     for step in ("base", "table", "phase", "search"):  # each in a process of its own, on an empty cache
         assert row[step]["seconds"] > 0 and row[step]["peak_rss_mb"] > 0
     assert (tmp_path / "s" / "cache-tiny" / "base").is_dir() and "dominates" in result.stdout
+
+
+def test_search_overhead_benchmark_runs(cache):
+    result = run_benchmark("search_overhead.py", "--config", "configs/tiny.yaml", cache=cache)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "| local sampler's choice of a trial" in result.stdout and "| table of 1000 points: refit |" in result.stdout
