@@ -205,6 +205,19 @@ def test_local_search_moves_on_the_grid_from_a_front_member_and_narrows_a_parent
                     assert child[n] < parent.params[n]  # over budget: only narrower
 
 
+def test_local_search_draws_every_grid_value_of_a_distribution_and_nothing_else():
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    from search.local_search import LocalSearchSampler
+
+    sampler = LocalSearchSampler(_micro_predictions(), seed=0)
+    for dist, grid in [(IntDistribution(16, 64, step=16), {16, 32, 48, 64}),
+                       (FloatDistribution(0.25, 1.0, step=0.125), {0.25 + 0.125 * i for i in range(7)}),
+                       (CategoricalDistribution(["msa", "conv"]), {"msa", "conv"})]:
+        drawn = [sampler._draw(None, None, "x", dist) for _ in range(400)]
+        assert set(drawn) == grid and all(type(d) is type(next(iter(grid))) for d in drawn)
+
+
 def test_spreading_draws_front_members_by_the_area_they_alone_dominate_and_extends_the_fastest_down():
     from collections import Counter
 
