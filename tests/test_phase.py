@@ -97,3 +97,20 @@ def test_the_phase_estimate_leaves_weights_gradients_and_random_state_as_they_we
     assert seconds > 0 and torch.equal(torch.get_rng_state(), state)
     assert all(torch.equal(v, before[k]) for k, v in sn.state_dict().items())
     assert all(p.grad is None for p in sn.parameters())
+
+
+def test_the_cached_phase_follows_the_space_as_resolved(cache, monkeypatch):
+    """New default bounds in a new version sample other subnets: the phase trained on the old ones is not loaded."""
+    from dataclasses import replace
+
+    from search.setup import phase_dir, prepare
+    from supernet.space import IntAxis
+
+    monkeypatch.setenv("VITNAS_CACHE", str(cache))
+    p = prepare(ROOT / "configs" / "tiny.yaml", "cpu", threads=1, log=lambda *_: None)
+    before = phase_dir(p, ["vtp"])
+    assert phase_dir(p, ["vtp"]) == before
+    mlp = p.sn.space.mlp
+    p.sn.space = replace(p.sn.space, mlp=IntAxis(mlp.min + mlp.step, mlp.max, mlp.step))  # the config unchanged
+    assert phase_dir(p, ["vtp"]) != before
+
