@@ -113,4 +113,3 @@ def test_the_cached_phase_follows_the_space_as_resolved(cache, monkeypatch):
     mlp = p.sn.space.mlp
     p.sn.space = replace(p.sn.space, mlp=IntAxis(mlp.min + mlp.step, mlp.max, mlp.step))  # the config unchanged
     assert phase_dir(p, ["vtp"]) != before
-
