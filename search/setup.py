@@ -104,11 +104,10 @@ def phase_dir(p: Prepared, methods: list[str]) -> Path:
     """Where the gradient phase of this config, base model, method set and code version is cached."""
     code = (supernet.gates, supernet.phase, supernet.train, supernet.importance, supernet.structure,
             *(inspect.getmodule(c) for c in supernet.gates.METHODS.values()))
-    # the phase belongs to the space as resolved (new default bounds sample other subnets, whatever the config
-    # says) and to a measurement setting (NViT's and SPViT's latency terms come from the table)
-    settings = {k: p.config[k] for k in ("space", "supernet")} | {"base": p.workload.checkpoint_hash,
-                                                                   "methods": methods, "latency": p.setting.identity(),
-                                                                   "resolved_space": repr(p.sn.space)}
+    # the phase belongs to the space as resolved, not to the config's overrides (new default bounds sample other
+    # subnets), and to a measurement setting (NViT's and SPViT's latency terms come from the table)
+    settings = {"supernet": p.config["supernet"], "space": repr(p.sn.space), "base": p.workload.checkpoint_hash,
+                "methods": methods, "latency": p.setting.identity()}
     key = cache_key(settings, *code)
     return cache_dir() / "supernet" / f"{p.config['name']}-{key}"
 
