@@ -100,16 +100,21 @@ def prepare(config_path=None, device="auto", runtime=None, dtype=None, batch_siz
                     str(Path(config_path).resolve()) if config_path else None)
 
 
-def phase_dir(p: Prepared, methods: list[str]) -> Path:
-    """Where the gradient phase of this config, base model, method set and code version is cached."""
+def phase_meta(p: Prepared, methods: list[str], epochs: int | None = None) -> dict:
+    """What a phase is trained for; its cache folder is keyed on it and a saved phase is checked against it."""
+    cfg = p.config["supernet"]
+    # the space as resolved, not the config's overrides (new default bounds sample other subnets), and a
+    # measurement setting (NViT's and SPViT's latency terms come from the table)
+    return {"config": p.config["name"], "base": p.workload.checkpoint_hash, "methods": methods,
+            "epochs": cfg["epochs"] if epochs is None else epochs, "supernet": cfg, "space": repr(p.sn.space),
+            "latency": p.setting.identity()}
+
+
+def phase_dir(p: Prepared, methods: list[str], epochs: int | None = None) -> Path:
+    """Where the gradient phase of this config, base model, method set, epochs and code version is cached."""
     code = (supernet.gates, supernet.phase, supernet.train, supernet.importance, supernet.structure,
             *(inspect.getmodule(c) for c in supernet.gates.METHODS.values()))
-    # the phase belongs to the space as resolved, not to the config's overrides (new default bounds sample other
-    # subnets), and to a measurement setting (NViT's and SPViT's latency terms come from the table)
-    settings = {"supernet": p.config["supernet"], "space": repr(p.sn.space), "base": p.workload.checkpoint_hash,
-                "methods": methods, "latency": p.setting.identity()}
-    key = cache_key(settings, *code)
-    return cache_dir() / "supernet" / f"{p.config['name']}-{key}"
+    return cache_dir() / "supernet" / f"{p.config['name']}-{cache_key(phase_meta(p, methods, epochs), *code)}"
 
 
 def ensure_supernet(p: Prepared, method: str | None = None, epochs: int | None = None, out=None,
@@ -122,9 +127,8 @@ def ensure_supernet(p: Prepared, method: str | None = None, epochs: int | None =
     epochs = cfg["epochs"] if epochs is None else epochs
     if epochs < 1:
         raise ConfigError(f"--epochs must be at least 1, got {epochs}")
-    out = Path(out) if out else phase_dir(p, methods)
-    meta = {"config": p.config["name"], "base": p.workload.checkpoint_hash, "methods": methods, "epochs": epochs,
-            "supernet": cfg, "space": p.config["space"], "latency": p.setting.identity()}
+    out = Path(out) if out else phase_dir(p, methods, epochs)
+    meta = phase_meta(p, methods, epochs)
     done = out / "supernet.pt"
     if done.is_file():
         try:

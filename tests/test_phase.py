@@ -113,3 +113,15 @@ def test_the_cached_phase_follows_the_space_as_resolved(cache, monkeypatch):
     mlp = p.sn.space.mlp
     p.sn.space = replace(p.sn.space, mlp=IntAxis(mlp.min + mlp.step, mlp.max, mlp.step))  # the config unchanged
     assert phase_dir(p, ["vtp"]) != before
+
+
+def test_a_phase_of_other_epochs_gets_a_folder_of_its_own(cache, monkeypatch):
+    """`train-supernet --epochs N` without --out must not take the folder `search run` later reads and refuses."""
+    from search.setup import phase_dir, phase_meta, prepare
+
+    monkeypatch.setenv("VITNAS_CACHE", str(cache))
+    p = prepare(ROOT / "configs" / "tiny.yaml", "cpu", threads=1, log=lambda *_: None)
+    default = p.config["supernet"]["epochs"]
+    assert phase_dir(p, ["vtp"], default) == phase_dir(p, ["vtp"])
+    assert phase_dir(p, ["vtp"], default + 1) != phase_dir(p, ["vtp"])
+    assert phase_meta(p, ["vtp"])["space"] == repr(p.sn.space)  # what the folder is keyed on is what a load checks
