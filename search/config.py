@@ -19,7 +19,7 @@ DEFAULTS: dict = {
     "data": {"name": "digits", "root": None, "seed": 0, "digit_min": 20, "digit_max": 24, "clutter": 1,
              "jitter": 4, "variants": [8, 3, 3], "mean": None, "std": None, "batch_size": 256},
     "train": {"epochs": 12, "batch_size": 64, "lr": 1.5e-3, "weight_decay": 0.05, "warmup": 0.05,
-              "label_smoothing": 0.1, "patch_drop": 0.5, "init_values": 1e-4, "seed": 0},
+              "label_smoothing": 0.1, "patch_drop": 0.5, "full_patch_epochs": 1, "init_values": 1e-4, "seed": 0},
     "space": {},
     "latency": {"runtime": "auto", "dtype": "float32", "batch_size": 1, "threads": None,
                 "warmup": LatencySetting.warmup, "repeats": LatencySetting.repeats, "block": LatencySetting.block},

@@ -69,12 +69,14 @@ def probe_batch(loader) -> list:
 
 def fit(model: torch.nn.Module, loader, epochs: int, loss_fn, lr: float, weight_decay: float, warmup: float = 0.0,
         clip: float | None = None, amp: bool = False, device="cpu", desc: str = "train", log=None,
-        announce: Callable[[float, int], None] | None = None) -> list[dict]:
+        announce: Callable[[float, int], None] | None = None,
+        epoch_setup: Callable[[int, torch.nn.Module], object] | None = None) -> list[dict]:
     """The loop that trains one model (the base model, a retrained subnet): AdamW, linear warm-up over the
     ``warmup`` fraction of steps then cosine; ``loss_fn(logits, y, x, *extra)`` for each batch ``(x, y,
-    *extra)``; one progress bar over every epoch. ``announce(seconds, steps)`` first, with the whole training's
-    time estimated from a few steps of a copy; ``log(row)`` after each epoch. Returns one row per epoch: loss
-    and training-batch top-1."""
+    *extra)``; one progress bar over every epoch. ``epoch_setup(epoch, model)`` before each epoch changes what
+    the model does in it and returns a name for that (epochs of one name cost the same per step).
+    ``announce(seconds, steps)`` first, with the whole training's time estimated from a few steps of a copy in
+    each named setup; ``log(row)`` after each epoch. Returns one row per epoch: loss and training-batch top-1."""
     device = torch.device(device)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     total = epochs * len(loader)
@@ -93,15 +95,23 @@ def fit(model: torch.nn.Module, loader, epochs: int, loss_fn, lr: float, weight_
         opt.step()
         return logits, y, loss
 
-    if announce is not None:  # timed on a copy
+    setup = epoch_setup or (lambda epoch, model: None)
+    if announce is not None:  # timed on a copy, once per named setup
         probe = copy.deepcopy(model)
         popt = torch.optim.AdamW(probe.parameters(), lr=lr, weight_decay=weight_decay)
         batch = probe_batch(loader)
-        announce(seconds_per_step(lambda: step(probe, popt, batch)) * total, total)
+        seconds, per_step = 0.0, {}
+        for epoch in range(epochs):
+            name = setup(epoch, probe)
+            if name not in per_step:
+                per_step[name] = seconds_per_step(lambda: step(probe, popt, batch))
+            seconds += per_step[name] * len(loader)
+        announce(seconds, total)
         del probe, popt
     history = []
     bar = tqdm(total=total, desc=desc, unit="step", leave=False)
     for epoch in range(epochs):
+        setup(epoch, model)
         loss_sum = correct = seen = 0
         for batch in loader:
             logits, y, loss = step(model, opt, batch)

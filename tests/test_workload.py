@@ -93,6 +93,30 @@ def test_checkpoint_errors_are_one_line(tmp_path):
         create_model(_model_cfg(checkpoint=str(tmp_path / "missing.safetensors")))
 
 
+def test_the_base_recipe_sees_every_patch_first_then_drops_half():
+    """``full_patch_epochs`` epochs on every patch, then PatchDropout; the estimate times both kinds of step;
+    the trained model keeps every patch."""
+    from torch.utils.data import TensorDataset
+
+    from search.workload import train_classifier
+
+    torch.manual_seed(0)
+    model = timm.create_model("vitnas_micro")  # 32×32, patch 8: 16 patches and a class token
+    data = TensorDataset(torch.randn(32, 1, 32, 32), torch.arange(32) % 10)
+    tokens, said = [], []
+    model.blocks[0].register_forward_pre_hook(lambda m, args: tokens.append(args[0].shape[1]))
+    cfg = dict(load_config(TINY)["train"], epochs=3, batch_size=16, patch_drop=0.5, full_patch_epochs=1)
+    history = train_classifier(model, data, cfg, log=said.append)
+    assert len(history) == 3 and tokens[-6:] == [17, 17, 9, 9, 9, 9]  # 2 steps per epoch; the probe ran first
+    assert set(tokens[:-6]) == {17, 9}  # the estimate timed a step of each kind
+    assert "base model: 6 steps" in said[0]
+    assert isinstance(model.patch_drop, torch.nn.Identity)
+    model.eval()
+    tokens.clear()
+    model(torch.randn(1, 1, 32, 32))
+    assert tokens == [17]
+
+
 def test_a_users_kwargs_do_not_drop_the_recipes_layer_scale(tmp_path):
     """A held-out ImageFolder-style config sets its own kwargs; the base it trains from scratch still gets the
     recipe's LayerScale. A model with weights keeps exactly its kwargs' architecture."""
