@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from evaluators import evaluate_accuracy  # noqa: E402
 from evaluators.data import make_loader  # noqa: E402
 from search.config import load_config  # noqa: E402
-from search.workload import base_model_config, build_splits, create_model  # noqa: E402
+from search.workload import base_model_config, build_splits, create_model, patch_dropout  # noqa: E402
 from supernet.train import cosine_schedule  # noqa: E402
 
 VARIANTS = {"A": ("the recipe", {}), "B": ("lr 5e-4", {"lr": 5e-4}), "C": ("warm-up 0.01", {"warmup": 0.01}),
@@ -33,8 +33,6 @@ VARIANTS = {"A": ("the recipe", {}), "B": ("lr 5e-4", {"lr": 5e-4}), "C": ("warm
 
 
 def main() -> None:
-    from timm.layers import PatchDropout
-
     ap = argparse.ArgumentParser()
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--variants", default="A,P")
@@ -48,7 +46,6 @@ def main() -> None:
         torch.manual_seed(cfg["seed"])
         model = create_model(base_model_config(config))
         splits = build_splits(config["data"], model)
-        dropout = PatchDropout(cfg["patch_drop"], num_prefix_tokens=1)
         torch.manual_seed(cfg["seed"])  # as train_classifier does: the product's random stream, step for step
         loader = make_loader(splits["train"], cfg["batch_size"], shuffle=True, seed=cfg["seed"])
         opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
@@ -58,7 +55,7 @@ def main() -> None:
         start, epochs, gammas = time.time(), [], []
         quarter = len(loader) // 4
         for epoch in range(args.epochs):
-            model.patch_drop = nn.Identity() if epoch < cfg["full_patch_epochs"] else dropout
+            patch_dropout(model, epoch, cfg)  # the recipe's own schedule
             losses, weighted, seen = [], 0.0, 0
             for i, (x, y) in enumerate(loader):
                 if i % quarter == 0:

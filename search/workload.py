@@ -124,6 +124,16 @@ def _bf16_autocast() -> bool:
         return False
 
 
+def patch_dropout(model: nn.Module, epoch: int, cfg: dict) -> str:
+    """Give ``model`` the base recipe's patch dropout for ``epoch`` (none in the first ``full_patch_epochs``);
+    returns its name."""
+    from timm.layers import PatchDropout
+
+    drop = cfg["patch_drop"] if epoch >= cfg["full_patch_epochs"] else 0.0
+    model.patch_drop = PatchDropout(drop, num_prefix_tokens=model.num_prefix_tokens) if drop else nn.Identity()
+    return f"patch dropout {drop}"
+
+
 def train_classifier(model: nn.Module, train_set, cfg: dict, device="cpu", log=print) -> list[dict]:
     """The base model's recipe: ``fit`` with label smoothing, gradient clipping, bf16 where it pays, and timm's
     PatchDropout (a random ``patch_drop`` share of the patches left out of each training image) from epoch
@@ -133,18 +143,10 @@ def train_classifier(model: nn.Module, train_set, cfg: dict, device="cpu", log=p
     and with half its patches gone that took from under one epoch to two, by the luck of the draw; the base
     model then ended 5 points apart (README, "The bundled base recipe"). Every patch in the first epoch
     shortens that search for all seeds; the dropout then buys its 2.6x faster epochs."""
-    from timm.layers import PatchDropout
-
     torch.manual_seed(cfg["seed"])
     model.to(device).train()
     loader = make_loader(train_set, cfg["batch_size"], shuffle=True, seed=cfg["seed"])
     epochs = cfg["epochs"]
-
-    def epoch_setup(epoch: int, m: nn.Module) -> str:
-        drop = cfg["patch_drop"] if epoch >= cfg["full_patch_epochs"] else 0.0
-        m.patch_drop = PatchDropout(drop, num_prefix_tokens=m.num_prefix_tokens) if drop else nn.Identity()
-        return f"patch dropout {drop}"
-
     try:
         return fit(model, loader, epochs,
                    lambda logits, y, x: F.cross_entropy(logits, y, label_smoothing=cfg["label_smoothing"]),
@@ -152,7 +154,7 @@ def train_classifier(model: nn.Module, train_set, cfg: dict, device="cpu", log=p
                    amp=torch.device(device).type == "cuda" or _bf16_autocast(), device=device, desc="base model",
                    log=lambda r: tqdm.write(f"base epoch {r['epoch']}/{epochs}: loss {r['loss']:.3f}, "
                                             f"train top-1 {r['train_top1']:.1%}"),
-                   announce=announcer(log, "base model"), epoch_setup=epoch_setup)
+                   announce=announcer(log, "base model"), epoch_setup=lambda epoch, m: patch_dropout(m, epoch, cfg))
     finally:
         model.patch_drop = nn.Identity()  # the model as timm builds it: every patch at inference
 
@@ -184,8 +186,8 @@ def load_workload(config: dict, device="cpu", log=print) -> Workload:
                         file_hash(ckpt) if ckpt else f"timm:{model_cfg['name']}")
 
     # the key: the recipe (config) and the code that produces the weights, not unrelated edits of this file
-    key = cache_key({k: config[k] for k in ("model", "data", "train")}, train_classifier, fit, cosine_schedule,
-                    inspect.getmodule(digits_splits))
+    key = cache_key({k: config[k] for k in ("model", "data", "train")}, train_classifier, patch_dropout, fit,
+                    cosine_schedule, inspect.getmodule(digits_splits))
     path = cache_dir() / "base" / f"{model_cfg['name']}-{key}.safetensors"
     meta_path = path.with_suffix(".json")
     if path.is_file() and meta_path.is_file():
