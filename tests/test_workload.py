@@ -44,9 +44,11 @@ def test_tiny_workload_trains_once_then_is_cached():
     assert any("training" in line for line in logs)
     assert 0.0 <= first.metrics["val_top1"] <= 1.0 and first.metrics["prep_seconds"] > 0
     assert first.metrics["val_top1"] > 0.15  # eight ~1 s epochs already beat chance (0.1)
+    said = f"{first.metrics['val_top1']:.1%} val / {first.metrics['test_top1']:.1%} test"
+    assert any(said in line for line in logs)  # what was trained is told, not only cached
     logs.clear()
     second = load_workload(config, log=logs.append)
-    assert any("cached" in line for line in logs) and not any("training" in line for line in logs)
+    assert any("cached" in line and said in line for line in logs) and not any("training" in line for line in logs)
     assert second.checkpoint_hash == first.checkpoint_hash
     for a, b in zip(first.model.state_dict().values(), second.model.state_dict().values()):
         assert torch.equal(a, b)
