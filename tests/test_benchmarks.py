@@ -132,3 +132,17 @@ def test_search_overhead_benchmark_runs(cache):
     result = run_benchmark("search_overhead.py", "--config", "configs/tiny.yaml", cache=cache)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "| local sampler's choice of a trial" in result.stdout and "| table of 1000 points: refit |" in result.stdout
+
+
+def test_sandwich_benchmark_runs(cache, tmp_path):
+    result = run_benchmark("sandwich.py", "--config", "configs/tiny.yaml", "--variants", "default,band",
+                           "--configs", "4", "--epochs", "1", "--band", "0,10", "--out", str(tmp_path / "s.json"),
+                           cache=cache)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "s.json").read_text())
+    n = len(report["subnets"])
+    assert n > 0 and {s["kind"] for s in report["subnets"]} <= {"random", "uniform", "proposal"}
+    for variant in ("default", "band"):  # each scored on the same subnets
+        assert len(report[variant]["val_top1"]) == n and all(0 <= a <= 1 for a in report[variant]["val_top1"])
+        assert report[variant]["seconds"] > 0
+    assert "| subnets | n | default | band |" in result.stdout
