@@ -81,10 +81,9 @@ def test_set(p, n: int, low=0.25, high=0.75, bands=4, seed=1234):
         r = ratio(cfg)
         i = int(np.searchsorted(edges, r)) - 1
         if 0 <= i < bands and len(per_band[i]) < n // bands:
-            per_band[i].append(cfg)
-    configs = [("random", c) for v in per_band.values() for c in v]
-    configs += [("uniform", c) for c in space.uniform_shapes() if low <= ratio(c) <= high]
-    return [(label, c, ratio(c)) for label, c in configs], edges
+            per_band[i].append(("random", cfg, r))
+    uniform = [("uniform", c, ratio(c)) for c in space.uniform_shapes()]
+    return [t for v in per_band.values() for t in v] + [t for t in uniform if low <= t[2] <= high], edges
 
 
 def main() -> None:
