@@ -135,10 +135,11 @@ def main() -> None:
         cfg, fitted = widest_uniform_within(p.meter, pruned, shipped["ratio_to_base"] if shipped else r)
         model = pruned.extract(cfg)
         before = evaluate_accuracy(model.eval(), p.workload.splits["test"], device=p.device)
-        settings["epochs"] = 1 if args.quick else args.uniform_epochs or max(
+        settings["epochs"] = 1 if args.quick else 0 if fitted is None else args.uniform_epochs or max(
             1, int(share // train_seconds_per_epoch(model, train_set, settings)))
         start = time.perf_counter()
-        finetune(model, base, train_set, settings, p.device, desc=f"uniform {r:g}×", log=print)
+        if settings["epochs"]:  # (none where no uniform shape is as fast: fine-tuning the narrowest compares nothing)
+            finetune(model, base, train_set, settings, p.device, desc=f"uniform {r:g}×", log=print)
         tuned_s = time.perf_counter() - start
         model.eval()
         models = {"uniform": model} | ({"vitnas": winner} if shipped else {})
