@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 import supernet.gates
 import supernet.importance
@@ -169,16 +170,17 @@ def ensure_supernet(p: Prepared, method: str | None = None, epochs: int | None =
 def phase_report(p: Prepared, result: dict, seconds: float) -> dict:
     """Every proposal's val top-1 on shared weights and predicted latency, with the phase's logs."""
     sn, val, dev = p.sn, p.workload.splits["val"], p.device
+    named = [(name, d) for name, configs in result["proposals"].items() for d in configs]
+    named += [("largest", sn.space.largest().to_dict()), ("smallest", sn.space.smallest().to_dict())]
     rows = []
-    for name, configs in result["proposals"].items():
-        for d in configs:
-            cfg = type(sn.space.largest()).from_dict(d)
-            rows.append({"method": name, "val_top1": evaluate_accuracy(sn, val, cfg, dev),
-                         "predicted_ms": round(p.table.predict(cfg), 3), "config": d})
+    for name, d in tqdm(named, desc="proposals on val", unit="subnet", leave=False):
+        cfg = type(sn.space.largest()).from_dict(d)
+        rows.append({"method": name, "val_top1": evaluate_accuracy(sn, val, cfg, dev),
+                     "predicted_ms": round(p.table.predict(cfg), 3), "config": d})
+    *rows, largest, smallest = rows
     return {"config": p.config["name"], "checkpoint_hash": p.workload.checkpoint_hash, "seconds": seconds,
             "meta": result["meta"], "scorer": result["scorer"], "scorer_val_top1": result["scorer_val_top1"],
-            "largest_val_top1": evaluate_accuracy(sn, val, sn.space.largest(), dev),
-            "smallest_val_top1": evaluate_accuracy(sn, val, sn.space.smallest(), dev),
+            "largest_val_top1": largest["val_top1"], "smallest_val_top1": smallest["val_top1"],
             "method_logs": result["logs"], "sandwich_history": result["sandwich_history"], "proposals": rows}
 
 

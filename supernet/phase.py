@@ -15,6 +15,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from . import distributed as ddp
 from .config import ConfigError, SubnetConfig
@@ -76,8 +77,13 @@ def estimate_seconds(sn, loader, methods: list[str], costs: UnitCosts, epochs: i
             method = build_method(name, probe, costs)
         seconds += METHODS[name].steps * seconds_per_step(lambda: learn(probe, method, [(x, y)], 1, device, False),
                                                           repeats=1)
-    rng = np.random.default_rng(0)
-    return seconds + epochs * len(loader) * seconds_per_step(lambda: sandwich_step(probe, x, y, rng, n_random))
+    rng, opt = np.random.default_rng(0), torch.optim.AdamW(probe.parameters())
+
+    def step():  # with the optimiser's step, as trained; each call draws other random subnets (5: their sizes vary)
+        sandwich_step(probe, x, y, rng, n_random)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return seconds + epochs * len(loader) * seconds_per_step(step, repeats=5)
 
 
 def gradient_phase(sn, loader, methods: list[str], costs: UnitCosts, out: str | Path, meta: dict,
@@ -137,9 +143,14 @@ def gradient_phase(sn, loader, methods: list[str], costs: UnitCosts, out: str | 
                      for c in state["proposals"][n]]
     token_configs = [c for c in token_configs if min(c.keep) < 1.0]
     if len(scorers) > 1 and evaluate is not None and token_configs:
+        bar = tqdm(total=len(scorers) * len(token_configs), desc="token scorers on val", unit="subnet", leave=False,
+                   disable=not ddp.is_main())
         for name in scorers:
             sn.use_scorer(name)
-            scorers[name] = [evaluate(c) for c in token_configs]
+            for cfg in token_configs:
+                scorers[name].append(evaluate(cfg))
+                bar.update()
+        bar.close()
         best = max(scorers, key=lambda n: sum(scorers[n]))
         log("token scorers, mean val top-1 over the token proposals: " +
             ", ".join(f"{n} {sum(v) / len(v):.1%}" for n, v in scorers.items()) + f" -> {best}")

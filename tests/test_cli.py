@@ -41,6 +41,11 @@ def test_run_prepares_once_then_uses_the_cache(cache, tmp_path):
     again = run_cli(*args, cache=cache)
     assert again.returncode == 0 and "supernet: cached" in again.stdout and "training" not in again.stdout
     assert "calibrat" not in again.stderr  # the latency table too (its progress bar goes to stderr)
+    # piped, as into tee or a log file, each line comes when it is printed: before the trials' bar, not at the end
+    env = {**os.environ, "VITNAS_CACHE": str(cache), "PYTHONPATH": str(ROOT)}
+    piped = subprocess.run([sys.executable, "-m", "search", *args[:-1], str(tmp_path / "piped")], cwd=ROOT, env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600).stdout
+    assert piped.index("search: 3 trials") < piped.index("3/3 [") < piped.index("wrote "), piped
     # the same study cannot be continued in another runtime
     other = run_cli(*args, "--runtime", "onnxruntime", cache=cache)
     line = error_line(other)
@@ -181,6 +186,8 @@ def test_train_supernet_runs_every_method_and_is_cached(cache, tmp_path):
     assert {row["method"] for row in report["proposals"]} == set(METHODS)
     assert all(0 <= row["val_top1"] <= 1 and row["predicted_ms"] > 0 for row in report["proposals"])
     assert len(report["sandwich_history"]) == 1 and report["scorer"] in report["scorer_val_top1"]
+    # the evaluations after training have their bars too (on the bundled workload they take 2-3 min)
+    assert "token scorers on val" in first.stderr and "proposals on val" in first.stderr
     again = run_cli(*args, cache=cache)
     assert again.returncode == 0 and "cached" in again.stdout and "supernet epoch" not in again.stdout
     # caches heal: a cut-short supernet.pt is rebuilt from the saved state (no training), a cut-short state too
