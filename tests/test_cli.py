@@ -186,7 +186,7 @@ def test_train_supernet_runs_every_method_and_is_cached(cache, tmp_path):
     assert {row["method"] for row in report["proposals"]} == set(METHODS)
     assert all(0 <= row["val_top1"] <= 1 and row["predicted_ms"] > 0 for row in report["proposals"])
     assert len(report["sandwich_history"]) == 1 and report["scorer"] in report["scorer_val_top1"]
-    # the evaluations after training have their bars too (on the bundled workload they take 2-3 min)
+    # the evaluations after training have their bars too (on the bundled workload about 2 min each)
     assert "token scorers on val" in first.stderr and "proposals on val" in first.stderr
     again = run_cli(*args, cache=cache)
     assert again.returncode == 0 and "cached" in again.stdout and "supernet epoch" not in again.stdout
