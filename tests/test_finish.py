@@ -50,7 +50,13 @@ def test_run_ships_the_retrained_winner_by_default(searched):
     best = searched / "best"
     assert {p.name for p in best.iterdir()} >= {"model.safetensors", "model.onnx", "subnet.yaml", "metrics.json"}
     m = json.loads((best / "metrics.json").read_text())
-    assert m["trial"] == int(front.loc[done.index[0], "number"]) and m["test_top1"] == done.iloc[0]
+    pick = int(front.loc[done.index[0], "number"])  # the search's pick, retrained; the uniform rival is off the front
+    picked = json.loads((searched / f"retrain-trial{pick}" / "metrics.json").read_text())
+    assert picked["test_top1"] == done.iloc[0]
+    if m["uniform_narrowing"]:  # the rival ships only when it retrained better than the pick (a tie goes to the pick)
+        assert m["trial"] != pick and m["val_top1"] > picked["val_top1"]
+    else:
+        assert m["trial"] == pick and m["test_top1"] == done.iloc[0]
     assert {"val_top1_before", "test_top1_before", "val_top1", "test_top1"} <= set(m)
     assert m["within_budget"] and m["latency_ms"] <= m["budget_ms"]
     # the figure held against the budget is the mean fresh ratio to the base, before and after retraining, x the
