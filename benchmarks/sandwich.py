@@ -26,44 +26,26 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from evaluators import evaluate_accuracy  # noqa: E402
 from search.setup import prepare  # noqa: E402
-from supernet import train as sandwich_module  # noqa: E402
 from supernet.gates import METHODS  # noqa: E402
 from supernet.phase import gradient_phase, phase_order, proposals  # noqa: E402
-from supernet.train import distill_loss, train_supernet  # noqa: E402
+from supernet.train import sandwich_subnets, train_supernet  # noqa: E402
 
 
-def step_with(draw):
-    """A sandwich step: the largest subnet on the labels, then each subnet ``draw(sn, rng, n_random)`` yields
-    distilled from it (the product's ``sandwich_step`` with another set of subnets)."""
-    def step(sn, x, y, rng, n_random=2, label_smoothing=0.1):
-        logits = sn(x, sn.space.largest())
-        loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
-        loss.backward()
-        teacher, losses = logits.detach(), {"largest": loss.item()}
-        for name, cfg in draw(sn, rng, n_random):
-            kd = distill_loss(sn(x, cfg), teacher)
-            kd.backward()
-            losses[name] = kd.item()
-        return losses
-    return step
-
-
-def randoms(sn, rng, n):
-    return [(f"random{i}", sn.space.sample(rng)) for i in range(n)]
+def randoms(space, rng, n):
+    return [(f"random{i}", space.sample(rng)) for i in range(n)]
 
 
 def in_band(ratio, band):
-    def draw(sn, rng, n):
+    def draw(space, rng, n):
         for _ in range(10_000):
-            cfg = sn.space.sample(rng)
+            cfg = space.sample(rng)
             if band[0] <= ratio(cfg) <= band[1]:
-                return randoms(sn, rng, n) + [("band", cfg)]
+                return randoms(space, rng, n) + [("band", cfg)]
         raise SystemExit(f"no random subnet's predicted ratio falls in --band {band}; widen it")
     return draw
 
@@ -113,19 +95,13 @@ def main() -> None:
     tests += [("proposal", c, p.table.predict_ratio(c)) for c in proposals(result)]
     val = p.workload.splits["val"]
     band = tuple(float(v) for v in args.band.split(","))
-    steps = {"default": sandwich_module.sandwich_step, "no-smallest": step_with(randoms),
-             "band": step_with(in_band(p.table.predict_ratio, band))}
-    original = sandwich_module.sandwich_step
+    subnets = {"default": sandwich_subnets, "no-smallest": randoms, "band": in_band(p.table.predict_ratio, band)}
     rows, report = {}, {"subnets": [{"kind": k, "predicted_ratio": r, "config": c.to_dict()} for k, c, r in tests]}
     for name in args.variants.split(","):
         p.sn.load_state_dict(ordered)
-        sandwich_module.sandwich_step = steps[name]
         t0 = time.perf_counter()
-        try:
-            train_supernet(p.sn, loader, epochs, cfg["lr"], n_random=cfg["n_random"], seed=cfg["seed"],
-                           device=p.device, log=lambda s: print(f"  [{name}] {s}"))
-        finally:
-            sandwich_module.sandwich_step = original
+        train_supernet(p.sn, loader, epochs, cfg["lr"], n_random=cfg["n_random"], seed=cfg["seed"], device=p.device,
+                       log=lambda s: print(f"  [{name}] {s}"), subnets=subnets[name])
         seconds = time.perf_counter() - t0
         accs = [evaluate_accuracy(p.sn, val, c, p.device) for _, c, _ in tests]
         rows[name] = accs

@@ -22,7 +22,7 @@ from .config import ConfigError, SubnetConfig
 from .gates import METHODS, STAGES, UnitCosts, build_method, learn
 from .importance import Importance, magnitude_importance, reorder
 from .storage import load_state, write_atomic
-from .train import probe_batch, sandwich_step, seconds_per_step, train_supernet
+from .train import probe_batch, sandwich_update, seconds_per_step, train_supernet
 
 
 def phase_order() -> list[str]:
@@ -78,12 +78,9 @@ def estimate_seconds(sn, loader, methods: list[str], costs: UnitCosts, epochs: i
         seconds += METHODS[name].steps * seconds_per_step(lambda: learn(probe, method, [(x, y)], 1, device, False),
                                                           repeats=1)
     rng, opt = np.random.default_rng(0), torch.optim.AdamW(probe.parameters())
-
-    def step():  # with the optimiser's step, as trained; each call draws other random subnets (5: their sizes vary)
-        sandwich_step(probe, x, y, rng, n_random)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-    return seconds + epochs * len(loader) * seconds_per_step(step, repeats=5)
+    # the step as trained; each call draws other random subnets (5 calls: their sizes vary)
+    step = seconds_per_step(lambda: sandwich_update(probe, opt, x, y, rng, n_random), repeats=5)
+    return seconds + epochs * len(loader) * step
 
 
 def gradient_phase(sn, loader, methods: list[str], costs: UnitCosts, out: str | Path, meta: dict,

@@ -136,25 +136,43 @@ def distill_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: floa
                     reduction="batchmean") * t * t
 
 
+def sandwich_subnets(space, rng: np.random.Generator, n_random: int) -> list[tuple[str, object]]:
+    """The subnets a sandwich step distils from the largest: the smallest and ``n_random`` random ones."""
+    return [("smallest", space.smallest())] + [(f"random{i}", space.sample(rng)) for i in range(n_random)]
+
+
 def sandwich_step(sn, x: torch.Tensor, y: torch.Tensor, rng: np.random.Generator, n_random: int = 2,
-                  label_smoothing: float = 0.1) -> dict[str, float]:
-    """Forward + backward for largest, smallest and ``n_random`` sampled subnets (no optimiser step)."""
-    space = sn.space
-    logits = sn(x, space.largest())
+                  label_smoothing: float = 0.1, subnets=sandwich_subnets) -> dict[str, float]:
+    """Forward + backward for the largest subnet on the labels and each of ``subnets(space, rng, n_random)``
+    distilled from it (no optimiser step)."""
+    logits = sn(x, sn.space.largest())
     loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
     loss.backward()
     teacher = logits.detach()
     losses = {"largest": loss.item()}
-    for name, cfg in [("smallest", space.smallest())] + [(f"random{i}", space.sample(rng)) for i in range(n_random)]:
+    for name, cfg in subnets(sn.space, rng, n_random):
         kd = distill_loss(sn(x, cfg), teacher)
         kd.backward()
         losses[name] = kd.item()
     return losses
 
 
+def sandwich_update(sn, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, rng: np.random.Generator,
+                    n_random: int = 2, subnets=sandwich_subnets) -> dict[str, float]:
+    """One training step of the shared weights: a sandwich step, gradients averaged over processes, the
+    optimiser's step (the phase's time estimate times this)."""
+    opt.zero_grad(set_to_none=True)
+    losses = sandwich_step(sn, x, y, rng, n_random, subnets=subnets)
+    ddp.average_grads(sn.parameters())
+    opt.step()
+    return losses
+
+
 def train_supernet(sn, loader, epochs: int, lr: float = 5e-4, weight_decay: float = 0.05, n_random: int = 2,
-                   seed: int = 0, checkpoint: str | Path | None = None, device="cpu", log=print) -> list[dict]:
+                   seed: int = 0, checkpoint: str | Path | None = None, device="cpu", log=print,
+                   subnets=sandwich_subnets) -> list[dict]:
     """Sandwich-train ``sn`` for ``epochs``; with ``checkpoint``, save after every epoch and resume from it.
+    ``subnets``: which subnets each step distils from the largest (``sandwich_subnets``).
 
     The loader should shuffle with torch's global generator (no ``generator=``): each epoch seeds it.
     Under torchrun each process takes its slice of every batch and gradients are averaged.
@@ -178,10 +196,7 @@ def train_supernet(sn, loader, epochs: int, lr: float = 5e-4, weight_decay: floa
         bar = tqdm(loader, desc=f"supernet epoch {epoch + 1}/{epochs}", leave=False, disable=not ddp.is_main())
         sums: dict[str, float] = {}
         for x, y in bar:
-            opt.zero_grad(set_to_none=True)
-            losses = sandwich_step(sn, ddp.shard(x).to(device), ddp.shard(y).to(device), rng, n_random)
-            ddp.average_grads(sn.parameters())
-            opt.step()
+            losses = sandwich_update(sn, opt, ddp.shard(x).to(device), ddp.shard(y).to(device), rng, n_random, subnets)
             sched.step()
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0.0) + ddp.average(v)

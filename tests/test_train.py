@@ -31,6 +31,20 @@ def test_sandwich_training_trains_every_axis_and_lowers_the_loss(tmp_path):
     assert not torch.equal(exit_before, sn.exits["1"]["head"].weight)  # the smallest subnet's exit head learns
 
 
+def test_sandwich_training_distils_the_subnets_it_is_given():
+    default = train_supernet(Supernet.from_timm(micro_vit()), _loader(), epochs=1, log=lambda *_: None)
+    assert set(default[0]) == {"epoch", "largest", "smallest", "random0", "random1"}
+    drawn = []
+
+    def smallest_only(space, rng, n_random):
+        drawn.append(n_random)
+        return [("narrow", space.smallest())]
+
+    history = train_supernet(Supernet.from_timm(micro_vit()), _loader(), epochs=1, n_random=3, log=lambda *_: None,
+                             subnets=smallest_only)
+    assert set(history[0]) == {"epoch", "largest", "narrow"} and drawn == [3] * len(_loader())
+
+
 def test_resumed_training_equals_uninterrupted_training(tmp_path):
     straight = Supernet.from_timm(micro_vit())
     train_supernet(straight, _loader(), epochs=2, log=lambda *_: None)
