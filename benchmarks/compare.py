@@ -264,10 +264,21 @@ def compare_runtime(args, runtime: str, budgets: list[float], out: Path) -> dict
             print(f"[{runtime}] {said}", flush=True)
 
     retrained: dict = {}  # (scorer, config) -> its retrained metrics: a config is retrained once, whatever the budget
-    rows = []
+    # each row is kept as it finishes and a re-run with the same settings goes on from there: a run of one runtime
+    # takes 1-2 h here, and a killed one kept nothing
+    kept = out / runtime / "rows.json"
+    same = {k: vars(args)[k] for k in ("config", "trials", "retrain_epochs", "quick", "device", "threads")}
+    saved = json.loads(kept.read_text()) if kept.is_file() else {}
+    rows = saved["rows"] if saved.get("args") == same else []
+    if rows:
+        print(f"[{runtime}] {len(rows)} row(s) kept in {kept} from an earlier run with these settings", flush=True)
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    keep = lambda: kept.write_text(json.dumps({"args": same, "rows": rows}, indent=1))  # noqa: E731
     for row in ROWS if args.trials else []:  # --trials 0: the search-efficiency study alone
         with searching(p, row):
             for r in budgets:  # a study per budget, as ``search run`` has it (its sampler works near the budget)
+                if any(x["row"] == row.name and x["budget"] == r for x in rows):
+                    continue
                 df, search_s = search_row(p, phase, row, args.trials, r)
                 ranked = picks(p, df, r)
                 measured = int((df["state"] == "COMPLETE").sum()) if len(df) else 0
@@ -279,6 +290,7 @@ def compare_runtime(args, runtime: str, budgets: list[float], out: Path) -> dict
                              float(rival["measured_ms"]) / p.base_latency.median_ms)
                 if not ranked and rival is None:
                     rows.append(entry | {"met": False, "why": "nothing measured within the budget"})
+                    keep()
                     print(f"[{runtime}] {row.name} at {r:g}×: nothing measured within the budget", flush=True)
                     continue
                 budget_ms = r * p.base_latency.median_ms
@@ -288,7 +300,7 @@ def compare_runtime(args, runtime: str, budgets: list[float], out: Path) -> dict
                     cfg = candidate[0]
                     key = (p.sn.spec.scorer, cfg.key())
                     if key not in retrained:
-                        m = retrain_within(p, cfg, out / runtime / f"retrain-{len(retrained)}", budget_ms,
+                        m = retrain_within(p, cfg, out / runtime / f"retrain-{len(rows)}-{len(retrained)}", budget_ms,
                                            f"{row.name} at {r:g}×", "its pick", epochs=epochs, log=loud)
                         if m is None:  # over the budget before retraining (another budget may take it)
                             return None
@@ -306,6 +318,7 @@ def compare_runtime(args, runtime: str, budgets: list[float], out: Path) -> dict
                     finish(rival)
                 if not tried:
                     rows.append(entry | {"met": False, "why": "over the budget in a fresh process before retraining"})
+                    keep()
                     continue
                 # as ``ship``: the best by val of those that meet the budget (a tie: the one tried first)
                 (cfg, val_shared, remeasured), m = max(tried, key=lambda t: (
@@ -319,13 +332,13 @@ def compare_runtime(args, runtime: str, budgets: list[float], out: Path) -> dict
                           "retrain_s": sum(a["seconds"] for _, a in tried),
                           "flops": m["flops"], "params": m["params"]}
                 rows.append(entry)
+                keep()
                 print(f"[{runtime}] {row.name} at {r:g}×: test {entry['test_before']:.1%} -> "
                       f"{entry['test_after']:.1%}, {entry['fresh_ratio']:.2f}× in fresh processes"
                       + (" (a uniform narrowing)" if uniform else "")
                       + ("" if entry["met"] else " (over the budget)"), flush=True)
     base_test = p.workload.metrics.get("test_top1") or evaluate_accuracy(p.workload.model,
                                                                          p.workload.splits["test"], device=p.device)
-    (out / runtime).mkdir(parents=True, exist_ok=True)
     if rows:
         plot_rows(rows, base_test, out / runtime / "compare.png", p.setting.describe())
     return {"setting": p.setting.describe(), "base_ms": p.base_latency.median_ms, "base_test": base_test,

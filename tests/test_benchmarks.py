@@ -104,6 +104,18 @@ def test_compare_benchmark_runs(cache, tmp_path):
     for png in ("torch-eager/compare.png", "hypervolume.png"):
         assert (tmp_path / "c" / png).stat().st_size > 0
     assert "Target, vitnas ≥ 1 point" in result.stdout
+    # every row is kept as it finishes: run again (as after a kill), the same settings redo none of them
+    saved = json.loads((tmp_path / "c" / "torch-eager" / "rows.json").read_text())
+    kept = saved["rows"]
+    assert kept == json.loads(json.dumps(rows))
+    (tmp_path / "c" / "torch-eager" / "rows.json").write_text(json.dumps(saved | {"rows": kept[:-1]}))  # killed late
+    again = run_benchmark("compare.py", "--config", "configs/tiny.yaml", "--runtimes", "torch-eager", "--budgets", "2",
+                          "--threads", "1", "--quick", "--out", str(tmp_path / "c"), cache=cache)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"{len(kept) - 1} row(s) kept" in again.stdout
+    rows_again = json.loads((tmp_path / "c" / "compare.json").read_text())["runtimes"]["torch-eager"]["rows"]
+    assert rows_again[:-1] == kept[:-1] and sorted((r["row"], r["budget"]) for r in rows_again) == sorted(
+        (n, 2.0) for n in names)
 
 
 def test_sampler_benchmark_runs(cache, tmp_path):
