@@ -104,7 +104,7 @@ def test_compare_benchmark_runs(cache, tmp_path):
     for png in ("torch-eager/compare.png", "hypervolume.png"):
         assert (tmp_path / "c" / png).stat().st_size > 0
     assert "Target, vitnas ≥ 1 point" in result.stdout
-    # every row is kept as it finishes: run again (as after a kill), the same settings redo none of them
+    # every row is kept as it finishes: run again after a kill, the kept rows are not redone and the missing one is
     saved = json.loads((tmp_path / "c" / "torch-eager" / "rows.json").read_text())
     kept = saved["rows"]
     assert kept == json.loads(json.dumps(rows))
