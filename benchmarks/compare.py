@@ -273,7 +273,11 @@ def compare_runtime(args, runtime: str, budgets: list[float], out: Path) -> dict
     if rows:
         print(f"[{runtime}] {len(rows)} row(s) kept in {kept} from an earlier run with these settings", flush=True)
     kept.parent.mkdir(parents=True, exist_ok=True)
-    keep = lambda: kept.write_text(json.dumps({"args": same, "rows": rows}, indent=1))  # noqa: E731
+
+    def keep(entry: dict) -> None:  # a finished row, written at once
+        rows.append(entry)
+        kept.write_text(json.dumps({"args": same, "rows": rows}, indent=1))
+
     for row in ROWS if args.trials else []:  # --trials 0: the search-efficiency study alone
         with searching(p, row):
             for r in budgets:  # a study per budget, as ``search run`` has it (its sampler works near the budget)
@@ -289,8 +293,7 @@ def compare_runtime(args, runtime: str, budgets: list[float], out: Path) -> dict
                     rival = (config_of(rival), float(rival["val_top1"]),
                              float(rival["measured_ms"]) / p.base_latency.median_ms)
                 if not ranked and rival is None:
-                    rows.append(entry | {"met": False, "why": "nothing measured within the budget"})
-                    keep()
+                    keep(entry | {"met": False, "why": "nothing measured within the budget"})
                     print(f"[{runtime}] {row.name} at {r:g}×: nothing measured within the budget", flush=True)
                     continue
                 budget_ms = r * p.base_latency.median_ms
@@ -317,8 +320,7 @@ def compare_runtime(args, runtime: str, budgets: list[float], out: Path) -> dict
                 if rival is not None and rival[0].key() not in {c[0].key() for c, _ in tried}:
                     finish(rival)
                 if not tried:
-                    rows.append(entry | {"met": False, "why": "over the budget in a fresh process before retraining"})
-                    keep()
+                    keep(entry | {"met": False, "why": "over the budget in a fresh process before retraining"})
                     continue
                 # as ``ship``: the best by val of those that meet the budget (a tie: the one tried first)
                 (cfg, val_shared, remeasured), m = max(tried, key=lambda t: (
@@ -331,8 +333,7 @@ def compare_runtime(args, runtime: str, budgets: list[float], out: Path) -> dict
                           "test_after": m["test_top1"], "retrained": len(tried),
                           "retrain_s": sum(a["seconds"] for _, a in tried),
                           "flops": m["flops"], "params": m["params"]}
-                rows.append(entry)
-                keep()
+                keep(entry)
                 print(f"[{runtime}] {row.name} at {r:g}×: test {entry['test_before']:.1%} -> "
                       f"{entry['test_after']:.1%}, {entry['fresh_ratio']:.2f}× in fresh processes"
                       + (" (a uniform narrowing)" if uniform else "")
