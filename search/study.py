@@ -5,6 +5,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 import warnings
 from datetime import datetime
 from pathlib import Path
@@ -38,17 +39,32 @@ def open_study(storage: str, name: str) -> optuna.Study:
     if storage.startswith("sqlite:///") and not Path(storage[len("sqlite:///"):]).parent.is_dir():
         raise ConfigError(f"--storage {storage}: the folder {Path(storage[len('sqlite:///'):]).parent} does "
                           "not exist; create it or pass another path")
-    try:
-        # heartbeats let a restarted run fail the trials a killed process left running, and redo them
-        storage = optuna.storages.RDBStorage(storage, heartbeat_interval=5, grace_period=20)
-    except (ImportError, sqlalchemy.exc.ArgumentError, sqlalchemy.exc.OperationalError) as e:
-        raise ConfigError(f"--storage {storage}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+    url = storage
+    for attempt in range(5):
+        try:
+            # heartbeats let a restarted run fail the trials a killed process left running, and redo them
+            storage = optuna.storages.RDBStorage(url, heartbeat_interval=5, grace_period=20)
+            break
+        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError) as e:
+            if attempt < 4 and _created_meanwhile(e):
+                time.sleep(0.2 * (attempt + 1))
+                continue
+            raise ConfigError(f"--storage {url}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+        except (ImportError, sqlalchemy.exc.ArgumentError) as e:
+            raise ConfigError(f"--storage {url}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
     if storage.engine.dialect.name == "sqlite":
         sqlalchemy.event.listen(storage.engine, "connect", _write_ahead)
         storage.engine.dispose()  # connections opened from here on get it
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna.create_study(study_name=name, storage=storage, directions=["maximize", "minimize"],
                                load_if_exists=True)
+
+
+def _created_meanwhile(error: Exception) -> bool:
+    """Whether opening a new storage failed because another process was creating its tables at the same moment
+    (workers started together on a fresh database; Optuna checks, then creates): a second try finds them."""
+    text = str(error).lower()
+    return any(s in text for s in ("already exists", "unique constraint", "duplicate key", "database is locked"))
 
 
 def _write_ahead(connection, _) -> None:

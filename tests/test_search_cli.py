@@ -120,18 +120,20 @@ def test_a_run_killed_mid_study_resumes_and_keeps_its_trials(cache, tmp_path):
     storage = f"sqlite:///{out / 'study.db'}"
     env = {**os.environ, "VITNAS_CACHE": str(cache), "PYTHONPATH": str(ROOT)}
     args = [sys.executable, "-m", "search", *RUN, "--budget-ms", "50", "--trials", "30", "--out", str(out)]
-    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tmp_path / "killed.log"
+    with log.open("w") as sink:
+        proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT)
     deadline = time.time() + 300
     before = []
     while time.time() < deadline and proc.poll() is None:
         time.sleep(1)
-        try:
+        # run.json is written once the study and its tables exist: opening the storage earlier would create them
+        # from this process too, and the run could lose that race and exit
+        if (out / "run.json").exists():
             before = [t for t in _finished(storage, "killed") if t.state.name == "COMPLETE"]
-        except Exception:  # noqa: BLE001  (the study does not exist yet)
-            continue
-        if len(before) >= 3:
-            break
-    assert proc.poll() is None and len(before) >= 3, "the run finished or stalled before it could be killed"
+            if len(before) >= 3:
+                break
+    assert proc.poll() is None and len(before) >= 3, f"the run ended or stalled before the kill:\n{log.read_text()}"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     kept = {t.number: t.values for t in _finished(storage, "killed")}
