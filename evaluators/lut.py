@@ -33,7 +33,7 @@ from supernet.gates import UnitCosts
 from supernet.storage import write_atomic
 
 from .latency import LatencyMeter, LatencySetting
-from .runtimes import get_runtime
+from .runtimes import ONNX_EXPORTERS, OnnxFileRuntime, get_runtime
 
 FORMAT = 5
 MIN_MARGIN = 0.1   # never skip a config predicted within 10% of the budget: one measurement's noise here
@@ -260,7 +260,10 @@ def table_key(supernet, setting: LatencySetting) -> dict:
     """What a table is valid for: the setting, this hardware and software, the model (token scorer
     included: a scorer with weights costs what a parameter-free one does not) and its space."""
     spec = supernet.spec
+    runtime = get_runtime(setting.runtime)
     key = {"format": FORMAT, **setting.identity(), "hardware": hardware_name(setting.torch_device),
-           "torch": torch.__version__, "runtime_version": _version(get_runtime(setting.runtime).package),
+           "torch": torch.__version__, "runtime_version": _version(runtime.package),
            "model": spec.to_dict(), "space": repr(supernet.space)}
+    if isinstance(runtime, OnnxFileRuntime):  # the exporter shapes the graph the runtime times (3-9% here)
+        key["onnx_exporters"] = [f.__name__ for f in ONNX_EXPORTERS]
     return json.loads(json.dumps(key))  # as it reads back from the cache file (tuples become lists)

@@ -195,9 +195,10 @@ def conv_mix(v: torch.Tensor, kernel: torch.Tensor, prefix: int, grid: tuple[int
     """SPViT's conv over values ``v`` [B, T, C]: depthwise 3×3 over the patch grid; prefix tokens get the mean."""
     B = v.shape[0]
     patches = v[:, prefix:].transpose(1, 2).reshape(B, -1, *grid)
-    patches = F.conv2d(patches, kernel, padding=1, groups=patches.shape[1])
-    mean = v.mean(dim=1, keepdim=True).expand(-1, prefix, -1)
-    return torch.cat([mean, patches.flatten(2).transpose(1, 2)], dim=1)
+    patches = F.conv2d(patches, kernel, padding=1, groups=patches.shape[1]).flatten(2).transpose(1, 2)
+    if not prefix:  # no prefix token (*_gap models): torch's TorchScript ONNX exporter widens an expand to 0
+        return patches
+    return torch.cat([v.mean(dim=1, keepdim=True).expand(-1, prefix, -1), patches], dim=1)
 
 
 def drop_tokens(x: torch.Tensor, scores: torch.Tensor, keep: int, prefix: int) -> torch.Tensor:

@@ -158,3 +158,12 @@ def test_sandwich_benchmark_runs(cache, tmp_path):
         assert len(report[variant]["val_top1"]) == n and all(0 <= a <= 1 for a in report[variant]["val_top1"])
         assert report[variant]["seconds"] > 0
     assert "| subnets | n | default | band |" in result.stdout
+
+
+def test_onnx_export_benchmark_runs(cache):
+    result = run_benchmark("onnx_export.py", "--config", "configs/tiny.yaml", "--configs", "1", "--threads", "1",
+                           cache=cache)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| largest |") or line.startswith("| 1 |")]
+    assert len(rows) == 2 and "medians: torchscript export" in result.stdout and "dynamo / torchscript latency" in \
+        result.stdout

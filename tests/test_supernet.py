@@ -8,7 +8,7 @@ from timm.layers import SwiGLU
 
 from conftest import micro_vit
 from supernet.scorers import SCORERS
-from supernet import Supernet, SubnetConfig, SubnetViT, UnsupportedModel
+from supernet import ConfigError, Supernet, SubnetConfig, SubnetViT, UnsupportedModel
 
 ATOL = 1e-5  # float32 round-off for logits of this size
 
@@ -148,6 +148,57 @@ def test_exported_conv_and_token_dropping_give_the_supernets_logits(sn, runtime,
     assert torch.allclose(torch.as_tensor(out), expected, atol=1e-4, rtol=0)
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the TorchScript exporter's (export_onnx hides it)
+@pytest.mark.parametrize("exporter", ["_torchscript", "_dynamo"])
+def test_each_onnx_exporter_gives_the_supernets_logits_on_other_inputs(sn, exporter, tmp_path):
+    """A trace bakes in whatever Python computes from the example, so the file is run on images it was not
+    exported with: the top-k and gather of a token drop must be graph operations, per image."""
+    import onnxruntime as ort
+
+    from evaluators import runtimes
+
+    cfg = SubnetConfig(embed_dim=32, depth=3, heads=[2, 1, 3], mlp=[64, 96, 128], ops=["conv", "msa", "msa"],
+                       keep=[1.0, 0.75, 0.5], qk=[16, 8, 8], v=[8, 16, 8])
+    getattr(runtimes, exporter)(sn.extract(cfg).eval(), torch.zeros(1, 1, 32, 32), str(tmp_path / "m.onnx"))
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    for seed in (1, 2):
+        x = torch.randn(1, 1, 32, 32, generator=torch.Generator().manual_seed(seed))
+        with torch.no_grad():
+            expected = sn(x, cfg)
+        out = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+        assert torch.allclose(torch.as_tensor(out), expected, atol=1e-4, rtol=0)
+
+
+def test_an_onnx_export_takes_the_next_exporter_when_one_fails_or_exports_another_function(monkeypatch,
+                                                                                            tmp_path):
+    from evaluators import runtimes
+
+    def gone(model, example, path):
+        raise TypeError("export() got an unexpected keyword argument 'dynamo'")  # as once torch drops it
+
+    def baked(model, example, path):  # what a trace of data-dependent Python gives: the example's output, fixed
+        runtimes._dynamo(_Constant(model(example).detach()), example, path)
+
+    model, x = torch.nn.Linear(4, 2).eval(), torch.randn(1, 4)
+    monkeypatch.setattr(runtimes, "ONNX_EXPORTERS", (gone, baked, runtimes._torchscript))
+    path = runtimes.export_onnx(model, x, tmp_path / "m.onnx")
+    assert runtimes._run_onnx(path, x + 1).shape == (1, 2)
+    assert torch.allclose(torch.as_tensor(runtimes._run_onnx(path, x + 1)), model(x + 1), atol=1e-5)
+    monkeypatch.setattr(runtimes, "ONNX_EXPORTERS", (gone, baked))
+    with pytest.raises(ConfigError, match=r"gone: TypeError: .*; baked: its file's output differs .*"
+                                          r"--runtime torch-eager"):
+        runtimes.export_onnx(model, x, tmp_path / "n.onnx")
+
+
+class _Constant(torch.nn.Module):
+    def __init__(self, value):
+        super().__init__()
+        self.register_buffer("value", value)
+
+    def forward(self, x):
+        return self.value + 0 * x.sum()
+
+
 @pytest.mark.parametrize("kwargs", [dict(qkv_bias=False), dict(init_values=0.1), dict(qk_norm=True),
                                     dict(act_layer="gelu_tanh")])
 def test_supported_variants_are_exact(kwargs, rng):
@@ -204,11 +255,15 @@ def test_newer_timm_families_are_exact(family, rng):
     assert {name.split("#")[0] for name in sn.shared} == {name for name, _ in sn.named_parameters()}
 
 
+@pytest.mark.parametrize("exporter", ["_torchscript", "_dynamo"])
 @pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_newer_timm_families_export_to_onnx_exactly(family, tmp_path):
-    """A conv block, then a token drop (the scorer falls back: no attention yet), in the ONNX file timed."""
+def test_newer_timm_families_export_to_onnx_exactly(family, exporter, tmp_path, monkeypatch):
+    """A conv block, then a token drop (the scorer falls back: no attention yet), in the ONNX file timed; by
+    each exporter alone (the faster one must serve every family, the other is the fallback)."""
+    from evaluators import runtimes
     from evaluators.runtimes import get_runtime
 
+    monkeypatch.setattr(runtimes, "ONNX_EXPORTERS", (getattr(runtimes, exporter),))
     sn = Supernet.from_timm(family_vit(family)).eval()
     cfg = SubnetConfig(embed_dim=32, depth=3, heads=[2, 1, 3], mlp=[64, 96, 128], ops=["conv", "msa", "msa"],
                        keep=[1.0, 0.75, 0.5], qk=[16, 8, 8], v=[8, 16, 8])
