@@ -264,6 +264,6 @@ def table_key(supernet, setting: LatencySetting) -> dict:
     key = {"format": FORMAT, **setting.identity(), "hardware": hardware_name(setting.torch_device),
            "torch": torch.__version__, "runtime_version": _version(runtime.package),
            "model": spec.to_dict(), "space": repr(supernet.space)}
-    if isinstance(runtime, OnnxFileRuntime):  # the exporter shapes the graph the runtime times (3-9% here)
+    if isinstance(runtime, OnnxFileRuntime):  # the exporter shapes the graph the runtime times (1-2% here)
         key["onnx_exporters"] = [f.__name__ for f in ONNX_EXPORTERS]
     return json.loads(json.dumps(key))  # as it reads back from the cache file (tuples become lists)

@@ -167,3 +167,10 @@ def test_onnx_export_benchmark_runs(cache):
     rows = [line for line in result.stdout.splitlines() if line.startswith("| largest |") or line.startswith("| 1 |")]
     assert len(rows) == 2 and "medians: torchscript export" in result.stdout and "dynamo / torchscript latency" in \
         result.stdout
+
+
+def test_trial_cost_benchmark_runs(cache):
+    result = run_benchmark("trial_cost.py", "--config", "configs/tiny.yaml", "--runtimes", "torch-eager,onnxruntime",
+                           "--configs", "2", cache=cache)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "| torch-eager |" in result.stdout and "| onnxruntime |" in result.stdout

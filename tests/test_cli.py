@@ -179,10 +179,11 @@ def test_train_supernet_runs_every_method_and_is_cached(cache, tmp_path):
     assert first.returncode == 0, first.stderr
     report = json.loads((tmp_path / "train.json").read_text())
     assert {row["method"] for row in report["proposals"]} == set(METHODS)
-    assert all(0 <= row["val_top1"] <= 1 and row["predicted_ms"] > 0 for row in report["proposals"])
+    assert all(row["predicted_ms"] > 0 for row in report["proposals"])
+    assert 0 <= report["smallest_val_top1"] <= report["largest_val_top1"] <= 1
     assert len(report["sandwich_history"]) == 1 and report["scorer"] in report["scorer_val_top1"]
-    # the evaluations after training have their bars too (on the bundled workload about 2 min each)
-    assert "token scorers on val" in first.stderr and "proposals on val" in first.stderr
+    # the token scorers' evaluation after training has its bar too (on the bundled workload about 2 min)
+    assert "token scorers on val" in first.stderr
     again = run_cli(*args, cache=cache)
     assert again.returncode == 0 and "cached" in again.stdout and "supernet epoch" not in again.stdout
     # caches heal: a cut-short supernet.pt is rebuilt from the saved state (no training), a cut-short state too
@@ -191,8 +192,9 @@ def test_train_supernet_runs_every_method_and_is_cached(cache, tmp_path):
     healed = run_cli(*args, cache=cache)
     assert healed.returncode == 0, healed.stderr
     assert f"{done} is unreadable" in healed.stdout and "supernet epoch" not in healed.stdout
-    same = lambda rows: [(r["method"], r["val_top1"], r["config"]) for r in rows]  # noqa: E731 (ms: measured anew)
-    assert same(json.loads((tmp_path / "train.json").read_text())["proposals"]) == same(report["proposals"])
+    same = lambda r: (r["largest_val_top1"], r["smallest_val_top1"],  # noqa: E731 (ms: measured anew)
+                      [(row["method"], row["config"]) for row in r["proposals"]])
+    assert same(json.loads((tmp_path / "train.json").read_text())) == same(report)
     for name in ("supernet.pt", "phase.pt", "sandwich.pt"):
         (tmp_path / name).write_bytes(b"garbage")
     healed = run_cli(*args, cache=cache)
