@@ -24,6 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from evaluators.latency import block_ratio  # noqa: E402
 from evaluators.runtimes import ONNX_EXPORTERS, _run_onnx, get_runtime  # noqa: E402
 from evaluators.runtimes.timing import time_blocks  # noqa: E402
 from search.config import load_config  # noqa: E402
@@ -71,15 +72,12 @@ def main() -> None:
             cells.append(f"{seconds[name][-1]:.2f}, {diff:.1e}")
             calls[name] = runtime.load(path, x, args.threads)
         times = time_blocks(calls, 10, 200, 5)
-        med = lambda t: float(np.median(t))  # noqa: E731
-        rounds = {n: [med(times[n][k:k + 5]) / med(times[names[0]][k:k + 5]) for k in range(0, 200, 5)]
-                  for n in names[1:]}
         for n in names[1:]:
-            ratios[n].append(med(rounds[n]))
+            ratios[n].append(block_ratio(times[n], times[names[0]], 5))
         shape = (f"embed {cfg.embed_dim}, depth {cfg.depth}, conv {cfg.ops.count('conv')}, "
                  f"min keep {min(cfg.keep):g}")
         print(f"| {'largest' if i == 0 else i} | {shape} | {' | '.join(cells)} | "
-              f"{' | '.join(f'{ratios[n][-1]:.3f}' for n in names[1:])} | {med(times[names[0]]):.2f} |", flush=True)
+              f"{' | '.join(f'{ratios[n][-1]:.3f}' for n in names[1:])} | {np.median(times[names[0]]):.2f} |", flush=True)
     print("medians: " + ", ".join(f"{n} export {np.median(seconds[n]):.2f} s" for n in names) + "; " +
           ", ".join(f"{n} / {names[0]} latency {np.median(ratios[n]):.3f}" for n in names[1:]))
 

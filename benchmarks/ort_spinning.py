@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from interleave import subnets  # noqa: E402
 
+from evaluators.latency import block_ratio  # noqa: E402
 from evaluators.runtimes import export_onnx  # noqa: E402
 from evaluators.runtimes.timing import time_blocks  # noqa: E402
 from search.config import load_config  # noqa: E402
@@ -80,7 +81,7 @@ def main() -> None:
             ratios, blocks = [], []
             for _ in range(args.times):
                 t = time_blocks({"b": base, "m": model}, 10, 60, 5)
-                ratios.append(med([med(t["m"][i:i + 5]) / med(t["b"][i:i + 5]) for i in range(0, 60, 5)]))
+                ratios.append(block_ratio(t["m"], t["b"], 5))
                 blocks.append(med(t["m"]))
             r = med(ratios)
             print(f"| {name} | {label} | {alone:.3f} ms | {med(blocks):.3f} ms | {r:.3f} "

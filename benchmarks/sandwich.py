@@ -36,8 +36,8 @@ from supernet.phase import gradient_phase, phase_order, proposals  # noqa: E402
 from supernet.train import sandwich_subnets, train_supernet  # noqa: E402
 
 
-def randoms(space, rng, n):
-    return [(f"random{i}", space.sample(rng)) for i in range(n)]
+def randoms(space, rng, n):  # the product's subnets without the smallest (which draws nothing from rng)
+    return sandwich_subnets(space, rng, n)[1:]
 
 
 def in_band(ratio, band):

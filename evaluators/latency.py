@@ -245,12 +245,7 @@ class LatencyMeter:
             return time_blocks({n: p for n, (p, _) in prepared.items()}, s.warmup, s.repeats, s.block, sync)
 
     def _ratio(self, ms: list[float], ref: list[float]) -> float:
-        """Median over rounds of (this model's block median / the reference's block median in that round):
-        a block and its neighbour run a fraction of a second apart, so drift and bursts of load cancel round
-        by round."""
-        b = self.setting.block
-        rounds = [np.median(ms[i:i + b]) / np.median(ref[i:i + b]) for i in range(0, min(len(ms), len(ref)), b)]
-        return float(np.median(rounds))
+        return block_ratio(ms, ref, self.setting.block)
 
     def _summarize(self, ms: list[float], ratio: float | None, setup_s: float) -> Latency:
         p10, median, p90 = np.percentile(ms, [10, 50, 90])
@@ -258,6 +253,14 @@ class LatencyMeter:
         return Latency(float(median), float(p10), float(p90), len(ms), s.runtime, s.device, s.batch_size,
                        s.threads, s.dtype, ratio=None if ratio is None else round(ratio, 4),
                        setup_s=round(setup_s, 3))
+
+
+def block_ratio(ms: Sequence[float], ref: Sequence[float], block: int) -> float:
+    """Median over rounds of (a model's block median / the reference's block median in that round), for times
+    from ``time_blocks``: a block and its neighbour run a fraction of a second apart, so drift and bursts of
+    load cancel round by round."""
+    rounds = [np.median(ms[i:i + block]) / np.median(ref[i:i + block]) for i in range(0, min(len(ms), len(ref)), block)]
+    return float(np.median(rounds))
 
 
 def measure_latency(model: nn.Module, input_shape: Sequence[int], setting: LatencySetting | None = None,

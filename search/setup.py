@@ -17,7 +17,7 @@ import supernet.phase
 import supernet.structure
 import supernet.train
 from evaluators import Latency, LatencyMeter, LatencySetting, LatencyTable, evaluate_accuracy
-from supernet import ConfigError, Supernet
+from supernet import ConfigError, SubnetConfig, Supernet
 from supernet import distributed as ddp
 from supernet.phase import estimate_seconds, gradient_phase, load_phase, resolve_methods
 from supernet.storage import UNREADABLE
@@ -172,8 +172,8 @@ def phase_report(p: Prepared, result: dict, seconds: float) -> dict:
     those within its budget (scoring all 24 here took 2 min of a cold run)."""
     sn, val, dev = p.sn, p.workload.splits["val"], p.device
     largest, smallest = (evaluate_accuracy(sn, val, cfg, dev) for cfg in (sn.space.largest(), sn.space.smallest()))
-    rows = [{"method": name, "predicted_ms": round(p.table.predict(type(sn.space.largest()).from_dict(d)), 3),
-             "config": d} for name, configs in result["proposals"].items() for d in configs]
+    rows = [{"method": name, "predicted_ms": round(p.table.predict(SubnetConfig.from_dict(d)), 3), "config": d}
+            for name, configs in result["proposals"].items() for d in configs]
     return {"config": p.config["name"], "checkpoint_hash": p.workload.checkpoint_hash, "seconds": seconds,
             "meta": result["meta"], "scorer": result["scorer"], "scorer_val_top1": result["scorer_val_top1"],
             "largest_val_top1": largest, "smallest_val_top1": smallest,

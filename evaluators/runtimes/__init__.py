@@ -106,12 +106,8 @@ def _first(output) -> Tensor:
 
 
 def _run_onnx(path: Path, x: Tensor) -> np.ndarray:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1  # no pool left spinning once this check is done
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    """The file's output on ``x`` (on the CPU, one thread), in a session as the onnxruntime runtime makes it."""
+    return get_runtime("onnxruntime").load(path, x, 1)()[0]
 
 
 def _torchscript(model: nn.Module, example: Tensor, path: str) -> None:
