@@ -80,6 +80,20 @@ def test_a_row_searches_only_its_axes(sn, rng):
                 assert getattr(cfg, axis) == getattr(big, axis)[:cfg.depth], (row.name, axis)
 
 
+def test_the_bootstrap_draws_source_digits_whole():
+    from types import SimpleNamespace
+
+    from evaluators.digits import DigitsSpec, digits_splits
+    test = digits_splits(DigitsSpec(variants=(1, 1, 3)))["test"]
+    p = SimpleNamespace(workload=SimpleNamespace(splits={"test": test}),
+                        config={"data": {"name": "digits", "variants": [1, 1, 3]}})
+    groups = compare_module().groups_of_test_images(p)
+    n = len(test) // 3
+    assert sorted(set(groups.tolist())) == list(range(n)) and (groups.reshape(3, n) == groups[:n]).all()
+    labels = test.tensors[1].reshape(3, n)  # a group's three renderings are of one source digit: one label
+    assert (labels == labels[0]).all()
+
+
 def test_compare_benchmark_runs(cache, tmp_path):
     result = run_benchmark("compare.py", "--config", "configs/tiny.yaml", "--runtimes", "torch-eager",
                            "--budgets", "2", "--threads", "1", "--quick", "--out", str(tmp_path / "c"), cache=cache)
@@ -104,6 +118,13 @@ def test_compare_benchmark_runs(cache, tmp_path):
     for png in ("torch-eager/compare.png", "hypervolume.png"):
         assert (tmp_path / "c" / png).stat().st_size > 0
     assert "Target, vitnas ≥ 1 point" in result.stdout
+    # the gap to the best other row, image by image: the images only one model gets right make it up
+    (gap,) = report["runtimes"]["torch-eager"]["gaps"].values()  # budget 2×: every row ships
+    best = max((r for r in rows if r["row"] != names[0] and r.get("met")), key=lambda r: r["test_after"])
+    assert gap["other"] == best["row"] and gap["groups"] == gap["images"]  # tiny's test: one rendering a digit
+    assert abs(gap["gap"] - (ours["test_after"] - best["test_after"]) * 100) < 1e-6
+    assert abs(gap["gap"] - (gap["only_ours"] - gap["only_other"]) / gap["images"] * 100) < 1e-6
+    assert gap["interval_90"][0] <= gap["gap"] <= gap["interval_90"][1]
     # every row is kept as it finishes: run again after a kill, the kept rows are not redone and the missing one is
     saved = json.loads((tmp_path / "c" / "torch-eager" / "rows.json").read_text())
     kept = saved["rows"]
