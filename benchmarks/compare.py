@@ -304,7 +304,7 @@ def compare_runtime(args, runtime: str, budgets: list[float], out: Path) -> dict
                     cfg = candidate[0]
                     key = (p.sn.spec.scorer, cfg.key())
                     if key not in retrained:
-                        folder = out / runtime / f"retrain-{len(rows)}-{len(retrained)}"
+                        folder = (out / runtime / f"retrain-{len(rows)}-{len(retrained)}").resolve()
                         m = retrain_within(p, cfg, folder, budget_ms, f"{row.name} at {r:g}×", "its pick",
                                            epochs=epochs, log=loud)
                         if m is None:  # over the budget before retraining (another budget may take it)
@@ -413,6 +413,8 @@ def print_runtime(result: dict, budgets: list[float]) -> list[str]:
                             f"{g['only_other']} only the other's; 90% interval of the gap {g['interval_90'][0]:+.1f} to "
                             f"{g['interval_90'][1]:+.1f} (bootstrap over {g['groups']} groups of the {g['images']} "
                             "test images)")
+        else:
+            verdicts.append(f"{runtime} at {r:g}×: vitnas alone within the budget")
     return verdicts
 
 
