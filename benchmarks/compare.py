@@ -47,6 +47,7 @@ from torch.utils.data import Subset
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from evaluators import correct_per_image, count_cost, evaluate_accuracy  # noqa: E402
+from evaluators.digits import rendering_sources  # noqa: E402
 from evaluators.lut import hardware_name  # noqa: E402
 from search.export import load_subnet  # noqa: E402
 from search.local_search import hypervolume  # noqa: E402
@@ -359,10 +360,10 @@ def vitnas_and_best_other(rows: list[dict], budget: float) -> tuple[dict, dict] 
 
 def groups_of_test_images(p) -> np.ndarray:
     """A group id per test image: images rendered from one source digit err together, so the bootstrap draws
-    source digits (the bundled test split is ``variants`` renderings of each, laid out rendering by rendering)."""
+    source digits; any other data, image by image."""
     n = len(p.workload.splits["test"])
     if p.config["data"]["name"] == "digits":
-        return np.arange(n) % (n // p.config["data"]["variants"][2])
+        return rendering_sources(n, p.config["data"]["variants"][2])
     return np.arange(n)
 
 

@@ -75,6 +75,12 @@ def _render(digits: np.ndarray, labels: np.ndarray, variants: int, spec: DigitsS
     return (images - 0.1) / 0.25, out_labels
 
 
+def rendering_sources(n_images: int, variants: int) -> np.ndarray:
+    """The source digit (0 .. n_images / variants - 1) of each image of a split ``_render`` made: its
+    ``variants`` renderings of every source come one rendering after another."""
+    return np.arange(n_images) % (n_images // variants)
+
+
 def digits_splits(spec: DigitsSpec = DigitsSpec()) -> dict[str, TensorDataset]:
     """The bundled workload as {"train", "val", "test"} tensor datasets; deterministic from ``spec.seed``."""
     from sklearn.datasets import load_digits
