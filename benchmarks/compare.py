@@ -46,8 +46,8 @@ from torch.utils.data import Subset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from evaluators import correct_per_image, count_cost, evaluate_accuracy  # noqa: E402
-from evaluators.digits import rendering_sources  # noqa: E402
+from evaluators import correct_per_image, count_cost, evaluate_accuracy, paired_gap  # noqa: E402
+from evaluators.data import error_groups  # noqa: E402
 from evaluators.lut import hardware_name  # noqa: E402
 from search.export import load_subnet  # noqa: E402
 from search.local_search import hypervolume  # noqa: E402
@@ -345,7 +345,7 @@ def compare_runtime(args, runtime: str, budgets: list[float], out: Path) -> dict
                                                                          p.workload.splits["test"], device=p.device)
     if rows:
         plot_rows(rows, base_test, out / runtime / "compare.png", p.setting.describe())
-    gaps = {r: paired_gap(p, *pair) for r in budgets if (pair := vitnas_and_best_other(rows, r))}
+    gaps = {r: paired_test_gap(p, *pair) for r in budgets if (pair := vitnas_and_best_other(rows, r))}
     return {"setting": p.setting.describe(), "base_ms": p.base_latency.median_ms, "base_test": base_test,
             "phase_s": phase_s, "rows": rows, "gaps": gaps, "prepared": p, "phase": phase}
 
@@ -358,28 +358,12 @@ def vitnas_and_best_other(rows: list[dict], budget: float) -> tuple[dict, dict] 
     return (ours, max(others, key=lambda x: x["test_after"])) if ours and others else None
 
 
-def groups_of_test_images(p) -> np.ndarray:
-    """A group id per test image: images rendered from one source digit err together, so the bootstrap draws
-    source digits; any other data, image by image."""
-    n = len(p.workload.splits["test"])
-    if p.config["data"]["name"] == "digits":
-        return rendering_sources(n, p.config["data"]["variants"][2])
-    return np.arange(n)
-
-
-def paired_gap(p, ours: dict, other: dict, draws: int = 2000) -> dict:
-    """vitnas's retrained test top-1 minus the other row's, image by image on the same test split: how many
-    images only one of the two gets right, and a 90% bootstrap interval of the gap over the test's groups."""
-    right = [correct_per_image(load_subnet(Path(x["retrain_dir"]) / "model.safetensors"),
-                               p.workload.splits["test"]).numpy() for x in (ours, other)]
-    groups = groups_of_test_images(p)
-    diff = np.bincount(groups, right[0].astype(float) - right[1])
-    size = np.bincount(groups).astype(float)
-    draw = np.random.default_rng(0).integers(len(size), size=(draws, len(size)))
-    lo, hi = np.quantile(diff[draw].sum(1) / size[draw].sum(1), [0.05, 0.95]) * 100
-    return {"other": other["row"], "gap": float(right[0].mean() - right[1].mean()) * 100,
-            "only_ours": int((right[0] & ~right[1]).sum()), "only_other": int((right[1] & ~right[0]).sum()),
-            "interval_90": [float(lo), float(hi)], "groups": len(size), "images": len(groups)}
+def paired_test_gap(p, ours: dict, other: dict) -> dict:
+    """``evaluators.paired_gap`` of vitnas's retrained model against the other row's on the test split."""
+    test = p.workload.splits["test"]
+    right = [correct_per_image(load_subnet(Path(x["retrain_dir"]) / "model.safetensors"), test) for x in (ours, other)]
+    gap = paired_gap(*right, error_groups(p.config["data"], "test", len(test)))
+    return {"other": other["row"], "only_ours": gap.pop("only_a"), "only_other": gap.pop("only_b")} | gap
 
 
 def print_runtime(result: dict, budgets: list[float]) -> list[str]:

@@ -12,8 +12,10 @@ with the same distillation recipe for an equal share of vitnas's *total* compute
 every retrain, over the budgets), so both sides spend the same. Uniform widths take a finer grid than the
 search space (embedding and MLP in steps of 4, head widths of 4) so it matches the latency closely.
 Every row: latency ratio to the base (the two models and the base timed in the same blocks, one meter),
-params, FLOPs, test top-1 before and after fine-tuning, and wall time of each phase. ``--quick`` fine-tunes
-the uniform side for one epoch: a check that the script runs end to end (CI), not a comparison.
+params, FLOPs, test top-1 before and after fine-tuning, and wall time of each phase; under each budget, the gap
+image by image (``evaluators.paired_gap``: the images only one model gets right, a 90% bootstrap interval over
+source digits). ``--quick`` fine-tunes the uniform side for one epoch: a check that the script runs end to
+end (CI), not a comparison.
 """
 from __future__ import annotations
 
@@ -29,11 +31,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from evaluators import count_cost, evaluate_accuracy  # noqa: E402
-from evaluators.data import make_loader  # noqa: E402
+from evaluators import correct_per_image, count_cost, evaluate_accuracy, paired_gap  # noqa: E402
+from evaluators.data import error_groups, make_loader  # noqa: E402
 from evaluators.lut import hardware_name  # noqa: E402
 from search.config import load_config  # noqa: E402
-from search.export import load_subnet  # noqa: E402
+from search.export import load_subnet, save_subnet  # noqa: E402
 from search.retrain import finetune  # noqa: E402
 from search.run import search_command, widest_uniform  # noqa: E402
 from search.setup import ensure_supernet, phase_dir, prepare  # noqa: E402
@@ -126,6 +128,7 @@ def main() -> None:
     pruned = Supernet.from_timm(copy.deepcopy(base), bounds=FINE).eval()
     reorder(pruned, magnitude_importance(pruned))  # a structured-pruning library's L1 criterion
     train_set, settings = p.workload.splits["train"], dict(config["retrain"])
+    test = p.workload.splits["test"]
     shape = (p.sn.spec.in_chans, *p.sn.spec.img_size)
     rows = []
     for r, f in found.items():
@@ -134,7 +137,7 @@ def main() -> None:
         # as fast as vitnas's shipped model (or, when it shipped nothing, the budget)
         cfg, fitted = widest_uniform_within(p.meter, pruned, shipped["ratio_to_base"] if shipped else r)
         model = pruned.extract(cfg)
-        before = evaluate_accuracy(model.eval(), p.workload.splits["test"], device=p.device)
+        before = evaluate_accuracy(model.eval(), test, device=p.device)
         settings["epochs"] = 1 if args.quick else 0 if fitted is None else args.uniform_epochs or max(
             1, int(share // train_seconds_per_epoch(model, train_set, settings)))
         start = time.perf_counter()
@@ -144,17 +147,21 @@ def main() -> None:
         model.eval()
         models = {"uniform": model} | ({"vitnas": winner} if shipped else {})
         lat = p.meter.measure_many(models)  # the base timed in the same blocks as each
+        right = {name: correct_per_image(m, test) for name, m in models.items()}
         row = {"budget": r, "uniform": {
             "ratio": lat["uniform"].ratio, **cost(model, shape), "test_before": before,
-            "test_after": evaluate_accuracy(model, p.workload.splits["test"], device=p.device),
-            "seconds": tuned_s, "epochs": settings["epochs"], "config": cfg.to_dict(),
-            "fits": fitted is not None}, "vitnas": None}  # False: no uniform shape is that fast (widths at minimum)
+            "test_after": right["uniform"].sum().item() / len(test), "seconds": tuned_s, "epochs": settings["epochs"],
+            "config": cfg.to_dict(), "fits": fitted is not None},  # False: no uniform shape that fast (widths at minimum)
+            "vitnas": None}
         if shipped:
             row["vitnas"] = {"ratio": lat["vitnas"].ratio, **cost(winner, shape),
                              "test_before": shipped["test_top1_before"], "test_after": shipped["test_top1"],
                              "seconds": f["seconds"], "config": winner.cfg.to_dict()}
+            # image by image on the same test split: can it tell the two apart at all?
+            row["gap"] = paired_gap(right["vitnas"], right["uniform"], error_groups(p.config["data"], "test", len(test)))
         rows.append(row)
         out.mkdir(parents=True, exist_ok=True)  # after every budget: a stopped run keeps what it measured
+        save_subnet(model, out / f"uniform-{r:g}" / "model.safetensors")  # (to compare image by image again)
         (out / "uniform.json").write_text(json.dumps({"phase_seconds": phase_s, "vitnas_total_seconds": vitnas_total,
                                                      "rows": rows}, indent=1))
         print(f"== uniform at {r:g}×: test {row['uniform']['test_before']:.1%} -> {row['uniform']['test_after']:.1%}, "
@@ -181,8 +188,13 @@ def main() -> None:
                   f"{m['flops'] / 1e6:.1f} | {m['test_before']:.1%} → {m['test_after']:.1%} | "
                   f"{m['seconds'] / 60:.1f} min{extra} |")
         if row["vitnas"]:
-            gap = row["vitnas"]["test_after"] - row["uniform"]["test_after"]
-            print(f"| | vitnas − uniform | | | | {gap * 100:+.1f} points | |")
+            g = row["gap"]
+            print(f"| | vitnas − uniform | | | | {g['gap']:+.1f} points ({g['only_a']} test images only vitnas's model "
+                  f"gets right, {g['only_b']} only uniform's; 90% interval {g['interval_90'][0]:+.1f} to "
+                  f"{g['interval_90'][1]:+.1f}, bootstrap over {g['groups']} groups) | |")
+    print("\nTarget, vitnas ≥ 1 point of test top-1 above uniform at every budget: " + "; ".join(
+        f"{row['budget']:g}× " + (f"{row['gap']['gap']:+.1f} ({'met' if row['gap']['gap'] >= 1 else 'missed'})"
+                                  if row["vitnas"] else "vitnas shipped nothing") for row in rows))
 
 
 if __name__ == "__main__":

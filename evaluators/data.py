@@ -3,12 +3,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from supernet.config import ConfigError
 
-from .digits import SPLITS
+from .digits import SPLITS, rendering_sources
 
 
 def imagefolder_splits(root: str | Path, img_size: int, in_chans: int = 3,
@@ -83,3 +84,11 @@ def make_loader(dataset: Dataset, batch_size: int, shuffle: bool = False, seed: 
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
                       num_workers=num_workers, drop_last=False)
+
+
+def error_groups(data: dict, split: str, n_images: int) -> np.ndarray:
+    """A group id per image of ``split`` (the config's ``data:`` section): the bundled workload's renderings of
+    one source digit err together and form a group; any other data, each image its own."""
+    if data["name"] == "digits":
+        return rendering_sources(n_images, data["variants"][SPLITS.index(split)])
+    return np.arange(n_images)

@@ -4,7 +4,7 @@ import torch
 from PIL import Image
 
 from supernet.config import ConfigError
-from evaluators.data import imagefolder_splits
+from evaluators.data import error_groups, imagefolder_splits
 from evaluators.digits import DigitsSpec, _split_sources, digits_splits
 
 SMALL = DigitsSpec(variants=(1, 1, 1))
@@ -80,3 +80,13 @@ def test_imagefolder_missing_folders_say_what_to_do(tmp_path):
     (tmp_path / "train").mkdir()
     with pytest.raises(ConfigError, match="no val/ folder"):
         imagefolder_splits(tmp_path, img_size=32)
+
+
+def test_error_groups_are_the_renderings_of_one_source_digit():
+    test = digits_splits(DigitsSpec(variants=(1, 1, 3)))["test"]
+    groups = error_groups({"name": "digits", "variants": [1, 1, 3]}, "test", len(test))
+    n = len(test) // 3
+    assert sorted(set(groups.tolist())) == list(range(n)) and (groups.reshape(3, n) == groups[:n]).all()
+    labels = test.tensors[1].reshape(3, n)  # a group's three renderings are of one source digit: one label
+    assert (labels == labels[0]).all()
+    assert (error_groups({"name": "imagefolder"}, "test", 5) == np.arange(5)).all()  # each image its own
