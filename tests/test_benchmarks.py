@@ -29,6 +29,8 @@ def test_uniform_narrowing_benchmark_runs(cache, tmp_path):
     (row,) = report["rows"]
     vitnas, uniform = row["vitnas"], row["uniform"]
     assert vitnas and uniform["epochs"] == 1 and isinstance(uniform["fits"], bool)
+    # matched by timing it against vitnas's model itself: no slower than it, when any uniform shape is that fast
+    assert uniform["matched"] is None if not uniform["fits"] else 0 < uniform["matched"] <= 1.0
     cfg = uniform["config"]  # one width for every block, every head, every block, every token
     assert cfg["depth"] == 4 and cfg["heads"] == [3] * 4 and cfg["keep"] == [1.0] * 4
     assert all(len(set(cfg[k])) == 1 for k in ("qk", "v", "mlp"))
