@@ -8,8 +8,8 @@ main job: a study, the winner retrained with the product's recipe and re-measure
 Uniform: the base model with every width narrowed by one factor — embedding, each head's query/key and
 value widths, MLP; same depth, every head, every token — magnitude-pruned (L1 of the weights each unit
 owns) to the largest such shape no slower than vitnas's shipped model, the two timed against each other in the
-same blocks (a ratio to the base measured at another hour moves with the machine: small dispatch-bound models
-and the compute-bound base do not slow down together), then fine-tuned with the same distillation recipe for
+same blocks (a ratio to the base measured at another hour moves with the machine's load: 0.32 then 0.44 for one
+small model, README), then fine-tuned with the same distillation recipe for
 an equal share of vitnas's *total* compute (phase + every search + every retrain, over every budget
 ``vitnas.json`` holds, so a re-run of one budget's uniform side gets the same share), so both sides spend the
 same. Uniform widths take a finer grid than the search space (embedding and MLP in steps of 4, head widths of
@@ -133,6 +133,7 @@ def main() -> None:
     reorder(pruned, magnitude_importance(pruned))  # a structured-pruning library's L1 criterion
     train_set, settings = p.workload.splits["train"], dict(config["retrain"])
     test = p.workload.splits["test"]
+    test_groups = error_groups(p.config["data"], "test", len(test))  # images that err together
     shape = (p.sn.spec.in_chans, *p.sn.spec.img_size)
     rows = []
     for r, f in found.items():
@@ -164,7 +165,7 @@ def main() -> None:
                              "test_before": shipped["test_top1_before"], "test_after": shipped["test_top1"],
                              "seconds": f["seconds"], "config": winner.cfg.to_dict()}
             # image by image on the same test split: can it tell the two apart at all?
-            row["gap"] = paired_gap(right["vitnas"], right["uniform"], error_groups(p.config["data"], "test", len(test)))
+            row["gap"] = paired_gap(right["vitnas"], right["uniform"], test_groups)
         rows.append(row)
         out.mkdir(parents=True, exist_ok=True)  # after every budget: a stopped run keeps what it measured
         save_subnet(model, out / f"uniform-{r:g}" / "model.safetensors")  # (to compare image by image again)
