@@ -148,14 +148,15 @@ def search_row(p, phase: dict, row: Row, trials: int, budget: float) -> tuple:
 
 
 def picks(p, df, budget: float) -> list[tuple]:
-    """The front configs whose ratio, re-measured interleaved, is within ``budget``, most accurate first: (config,
-    val top-1 on shared weights, re-measured ratio), the order ``search run`` tries them in when shipping."""
+    """The front configs within ``budget`` by the mean of the study's ratio and a re-measurement interleaved with the
+    base (as ``write_results`` judges), most accurate first: (config, val top-1 on shared weights, re-measured
+    ratio), the order ``search run`` tries them in when shipping."""
     front = pareto_front(df) if "depth" in df else df.iloc[0:0]
     configs = [config_of(r) for _, r in front.iterrows()]
     if not configs:
         return []
     again = p.meter.measure_many({str(i): p.sn.extract(c).eval() for i, c in enumerate(configs)})
-    fits = [i for i in range(len(configs)) if again[str(i)].ratio <= budget]
+    fits = [i for i in range(len(configs)) if (front.iloc[i]["ratio_to_base"] + again[str(i)].ratio) / 2 <= budget]
     fits.sort(key=lambda i: -front.iloc[i]["val_top1"])
     once = {configs[i].key(): i for i in reversed(fits)}  # a config two trials share (repaired configs repeat)
     return [(configs[i], float(front.iloc[i]["val_top1"]), again[str(i)].ratio)

@@ -45,8 +45,8 @@ def _show(args: argparse.Namespace) -> None:
     from .results import load_results
 
     r = load_results(args.results)
-    cols = [c for c in ("number", "val_top1", "test_top1", "measured_ms", "remeasured_ms", "remeasured_ratio",
-                        "predicted_ms", "flops", "params", "embed_dim", "depth") if c in r.pareto]
+    cols = [c for c in ("number", "val_top1", "test_top1", "measured_ms", "remeasured_ms", "pooled_ms",
+                        "remeasured_ratio", "predicted_ms", "flops", "params", "embed_dim", "depth") if c in r.pareto]
     print(f"{args.results}: {len(r.trials)} trials, {len(r.pareto)} on the Pareto front")
     print(r.pareto[cols].to_string(index=False))
 

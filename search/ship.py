@@ -89,16 +89,16 @@ def retrain_within(p, cfg, folder: Path, budget_ms: float, name: str, why: str, 
 
 
 def ship(p, out: Path, budget_ms: float, top: int, log=print) -> dict | None:
-    """Retrain the ``top`` most accurate Pareto configs that re-measured within ``budget_ms`` (more, one by one,
+    """Retrain the ``top`` most accurate Pareto configs within ``budget_ms`` (``pooled_ms``) (more, one by one,
     while none of them meets the budget in a fresh process), and the best uniform narrowing within it (shared
     weights rank it below shapes that retrain worse: README, issue 13); write the most accurate retrained model
     that meets the budget (``retrain_within``: the mean of two fresh processes) to ``out/best/``. Returns its
     metrics, or None when none does."""
     front = pd.read_csv(out / "pareto.csv")
-    if "remeasured_ms" not in front or not len(front):
+    if "pooled_ms" not in front or not len(front):
         log(f"{LOUD} nothing to ship: no config on the Pareto front")
         return None
-    candidates = front[front["remeasured_ms"] <= budget_ms].sort_values("val_top1", ascending=False)
+    candidates = front[front["pooled_ms"] <= budget_ms].sort_values("val_top1", ascending=False)
     for column in ("retrained_val_top1", "retrained_test_top1", "fresh_ms"):
         front[column] = float("nan")
     fitting: list[dict] = []

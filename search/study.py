@@ -172,8 +172,8 @@ def start_workers(n: int, storage: str, study: str, n_trials: int, log) -> list[
 
 
 def write_results(study: optuna.Study, p, base, budget_ms: float, out: Path, log) -> dict:
-    """trials.csv, pareto.csv (with test top-1 and a re-measurement interleaved with the base model),
-    best.yaml, pareto.png; returns the summary (``summary_markdown`` writes it once the model is shipped)."""
+    """trials.csv, pareto.csv (with test top-1, a re-measurement interleaved with the base model and ``pooled_ms``,
+    the mean of the two measurements, held against the budget), best.yaml, pareto.png; returns the summary (``summary_markdown`` writes it once the model is shipped)."""
     df = trials_frame([t for t in study.trials if t.state != TrialState.WAITING])  # queued, never run
     df.to_csv(out / "trials.csv", index=False)
     front = pareto_front(df) if "depth" in df else df.iloc[0:0]
@@ -184,19 +184,25 @@ def write_results(study: optuna.Study, p, base, budget_ms: float, out: Path, log
         front["remeasured_ms"] = [again[f"t{i}"].at(base.median_ms) for i in range(len(configs))]
         front["remeasured_clock_ms"] = [round(again[f"t{i}"].median_ms, 4) for i in range(len(configs))]
         front["remeasured_ratio"] = [again[f"t{i}"].ratio for i in range(len(configs))]
+        # held against the budget. The front is selected on the study's figure, so it reads low there (two runs on
+        # 2026-12-02: 10 of 14 and 16 of 18 front configs re-measured higher, median 1.12x and 1.08x); one
+        # re-measurement is unbiased but as noisy, and dropped a config at the line about as often as not (trial 39:
+        # 3.34 ms in the study, 4.26 re-measured, 3.33 / 3.25 in fresh processes). The mean chooses which configs
+        # ship asks about; ship's fresh processes decide.
+        front["pooled_ms"] = ((front["measured_ms"] + front["remeasured_ms"]) / 2).round(4)
         front["test_top1"] = [evaluate_accuracy(sn, p.workload.splits["test"], c, dev) for c in configs]
     front.to_csv(out / "pareto.csv", index=False)
     base_val = p.workload.metrics.get("val_top1") or evaluate_accuracy(p.workload.model, p.workload.splits["val"])
     plot_front(df, front, budget_ms, (base.median_ms, base_val), out / "pareto.png", p.setting.describe())
-    ok = front[front["remeasured_ms"] <= budget_ms] if configs else front
+    ok = front[front["pooled_ms"] <= budget_ms] if configs else front
     summary = {"budget_ms": budget_ms, "trials": len(df), "completed": int((df["state"] == "COMPLETE").sum()),
                "skipped": int((df["state"] == "PRUNED").sum()), "pareto": len(front)}
     if len(ok):
         row = ok.sort_values("val_top1", ascending=False).iloc[0]
         best = configs[int(front.index[front["number"] == row["number"]][0])]
         metrics = {k: (float(row[k]) if k in row and row[k] == row[k] else None)
-                   for k in ("val_top1", "test_top1", "measured_ms", "remeasured_ms", "remeasured_ratio",
-                             "predicted_ms", "flops", "params")}
+                   for k in ("val_top1", "test_top1", "measured_ms", "remeasured_ms", "pooled_ms",
+                             "remeasured_ratio", "predicted_ms", "flops", "params")}
         provenance = {"trial": int(row["number"]), **workload_provenance(p),
                       "config": p.config["name"], **p.setting.identity(), "latency": p.setting.describe(),
                       "budget_ms": budget_ms,
@@ -204,7 +210,7 @@ def write_results(study: optuna.Study, p, base, budget_ms: float, out: Path, log
         best.to_yaml(out / "best.yaml", extra={"metrics": metrics, "provenance": provenance})
         summary["best"] = {"trial": int(row["number"]), **metrics}
     else:
-        log(f"no Pareto config re-measured within {budget_ms} ms; best.yaml not written")
+        log(f"no Pareto config within {budget_ms} ms by the mean of its two measurements; best.yaml not written")
     return summary
 
 
@@ -219,15 +225,16 @@ def summary_markdown(summary: dict, front, p, base) -> str:
              "Not retrained (`--retrain-top 0`): best.yaml is the winner on shared weights.", "",
              "## Search", "", f"Base model: {base}; val top-1 {p.workload.metrics.get('val_top1', float('nan')):.1%}.",
              f"Trials: {summary['trials']} ({summary['completed']} measured, {summary['skipped']} skipped by the "
-             "latency table).", "", "## Pareto front (within the budget when re-measured)", ""]
-    if "remeasured_ms" in front:  # the study's front holds configs whose in-study figure fitted and a second did not
-        over = int((front["remeasured_ms"] > summary["budget_ms"]).sum())
-        front = front[front["remeasured_ms"] <= summary["budget_ms"]]
+             "latency table).", "", "## Pareto front (within the budget by the mean of the study's measurement "
+             "and the re-measurement, `pooled_ms`)", ""]
+    if "pooled_ms" in front:  # the study's front holds configs whose in-study figure fitted and the mean did not
+        over = int((front["pooled_ms"] > summary["budget_ms"]).sum())
+        front = front[front["pooled_ms"] <= summary["budget_ms"]]
         if over:
-            lines += [f"{over} more config(s) of the study's front re-measured over the budget and are left out "
-                      "(pareto.csv lists them).", ""]
-    cols = [c for c in ("number", "val_top1", "test_top1", "measured_ms", "remeasured_ms", "remeasured_ratio",
-                        "predicted_ms", "retrained_val_top1", "retrained_test_top1", "fresh_ms", "embed_dim",
+            lines += [f"{over} more config(s) of the study's front are over the budget by that mean and are left "
+                      "out (pareto.csv lists them).", ""]
+    cols = [c for c in ("number", "val_top1", "test_top1", "measured_ms", "remeasured_ms", "pooled_ms",
+                        "remeasured_ratio", "predicted_ms", "retrained_val_top1", "retrained_test_top1", "fresh_ms", "embed_dim",
                         "depth") if c in front]
     if len(front):
         lines.append("| " + " | ".join(cols) + " |")
@@ -238,7 +245,8 @@ def summary_markdown(summary: dict, front, p, base) -> str:
     if "best" in summary:
         b = summary["best"]
         lines += ["", f"Best within budget on shared weights: trial {b['trial']}, val {b['val_top1']:.1%}, test "
-                      f"{b['test_top1']:.1%}, re-measured {b['remeasured_ms']:.2f} ms in {p.setting.runtime}, {p.setting.dtype} (best.yaml)."]
+                      f"{b['test_top1']:.1%}, {b['measured_ms']:.2f} ms in the study and {b['remeasured_ms']:.2f} ms re-measured "
+                      f"(mean {b['pooled_ms']:.2f} ms) in {p.setting.runtime}, {p.setting.dtype} (best.yaml)."]
     return "\n".join(lines) + "\n"
 
 

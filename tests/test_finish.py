@@ -110,7 +110,11 @@ def test_a_winner_over_budget_in_a_fresh_process_is_never_shipped_quietly(cache,
     shutil.copytree(searched, out)
     # two candidates, the most accurate measured trials (the search's own front may hold only one)
     trials = pd.read_csv(searched / "trials.csv").dropna(subset=["measured_ms"])
-    front = trials.sort_values("val_top1", ascending=False).head(2).assign(remeasured_ms=lambda d: d["measured_ms"])
+    front = trials.sort_values("val_top1", ascending=False).head(2)
+    # the top one re-measured over the budget, but the mean of its two measurements is within it: ship tries it
+    front = front.assign(remeasured_ms=[60.0, front["measured_ms"].iloc[1]])
+    front["pooled_ms"] = (front["measured_ms"] + front["remeasured_ms"]) / 2
+    assert front["pooled_ms"].iloc[0] <= 50, front
     front.to_csv(out / "pareto.csv", index=False)
     order = front["number"].tolist()
     assert len(order) == 2, trials
