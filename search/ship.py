@@ -89,7 +89,7 @@ def retrain_within(p, cfg, folder: Path, budget_ms: float, name: str, why: str, 
 
 
 def ship(p, out: Path, budget_ms: float, top: int, log=print) -> dict | None:
-    """Retrain the ``top`` most accurate Pareto configs within ``budget_ms`` (``pooled_ms``) (more, one by one,
+    """Retrain the ``top`` most accurate Pareto configs within ``budget_ms`` by ``pooled_ms`` (more, one by one,
     while none of them meets the budget in a fresh process), and the best uniform narrowing within it (shared
     weights rank it below shapes that retrain worse: README, issue 13); write the most accurate retrained model
     that meets the budget (``retrain_within``: the mean of two fresh processes) to ``out/best/``. Returns its

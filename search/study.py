@@ -173,7 +173,8 @@ def start_workers(n: int, storage: str, study: str, n_trials: int, log) -> list[
 
 def write_results(study: optuna.Study, p, base, budget_ms: float, out: Path, log) -> dict:
     """trials.csv, pareto.csv (with test top-1, a re-measurement interleaved with the base model and ``pooled_ms``,
-    the mean of the two measurements, held against the budget), best.yaml, pareto.png; returns the summary (``summary_markdown`` writes it once the model is shipped)."""
+    the mean of the two measurements, held against the budget), best.yaml, pareto.png; returns the summary
+    (``summary_markdown`` writes it once the model is shipped)."""
     df = trials_frame([t for t in study.trials if t.state != TrialState.WAITING])  # queued, never run
     df.to_csv(out / "trials.csv", index=False)
     front = pareto_front(df) if "depth" in df else df.iloc[0:0]
